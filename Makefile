@@ -1,0 +1,45 @@
+# Two commands do all set-up and work:  make reproduce   and   make test
+# Both create/refresh the local virtualenv (.venv) from the pinned requirements on first use.
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(abspath $(VENV))/bin/python
+NB      ?=
+PROFILE ?=
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: reproduce test unit nbval venv report bench clean-scratch help
+
+help:
+	@echo "make reproduce [NB=04] [PROFILE=smoke|cpu|full]   run notebooks into results/"
+	@echo "make test                                         unit tests + nbval (smoke profile)"
+	@echo "make report                                       regenerate the README results table"
+
+$(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt -c requirements-lock.txt
+	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e . \
+	  || $(PY) -m pip install --disable-pip-version-check --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+reproduce: venv
+	$(PY) -m common.reproduce $(if $(NB),--nb $(NB)) $(if $(PROFILE),--profile $(PROFILE))
+
+unit: venv
+	$(PY) -m pytest -p no:cacheprovider tests
+
+# nbval: every notebook in the smoke profile, outputs compared only in cells marked
+# NBVAL_CHECK_OUTPUT; outputs go to a throw-away folder, never into results/.
+nbval: venv
+	scratch=$$(mktemp -d) && REPRO_PROFILE=smoke REPRO_OUT=$$scratch \
+	  $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env notebooks; \
+	  rc=$$?; rm -rf $$scratch; exit $$rc
+
+test: unit nbval
+
+report: venv
+	$(PY) -m common.report
+
+clean-scratch:
+	rm -rf results/scratch results/.staging-* results/*.failed

@@ -1,0 +1,74 @@
+"""The one table of published numbers. Every paper number shown anywhere comes from here.
+
+Each entry names its source. These are *their* numbers, never ours: notebooks print them in a
+column labelled "paper".
+"""
+from __future__ import annotations
+
+from typing import Any
+
+SOURCES: dict[str, str] = {
+    "kingma2014": "D. P. Kingma, D. J. Rezende, S. Mohamed, M. Welling. Semi-supervised learning "
+                  "with deep generative models. NeurIPS 2014, arXiv:1406.5298, Table 1.",
+    "dinh2016": "L. Dinh, J. Sohl-Dickstein, S. Bengio. Density estimation using Real NVP. "
+                "ICLR 2017, arXiv:1605.08803, Table 1.",
+    "grathwohl2018": "W. Grathwohl et al. FFJORD. ICLR 2019, arXiv:1810.01367, Table 2 "
+                     "(Real NVP on MNIST, the figure later papers quote).",
+    "dlt_da": "DeepLearning 0.1 tutorial, 'Denoising Autoencoders (dA)' (dA.py), "
+              "LISA lab, after P. Vincent et al., ICML 2008.",
+    "cb_study": "The class-balanced-loss study on CIFAR-10 with 3 minority classes, as quoted in "
+                "issue #5 (single runs); method: Y. Cui et al., Class-balanced loss based on "
+                "effective number of samples, CVPR 2019, arXiv:1901.05555.",
+}
+
+# Kingma et al. 2014, Table 1: test error (%) on MNIST with N labels; (mean, std or None).
+KINGMA_TABLE1: dict[int, dict[str, tuple[float, float | None] | None]] = {
+    100: {"NN": (25.80, None), "CNN": (22.98, None), "TSVM": (16.81, None),
+          "CAE": (13.47, None), "MTC": (12.03, None), "AtlasRBF": (8.10, 0.95),
+          "M1+TSVM": (11.82, 0.25), "M2": (11.97, 1.71), "M1+M2": (3.33, 0.14)},
+    600: {"NN": (11.44, None), "CNN": (7.68, None), "TSVM": (6.16, None),
+          "CAE": (6.30, None), "MTC": (5.13, None), "AtlasRBF": None,
+          "M1+TSVM": (5.72, 0.049), "M2": (4.94, 0.13), "M1+M2": (2.59, 0.05)},
+    1000: {"NN": (10.70, None), "CNN": (6.45, None), "TSVM": (5.38, None),
+           "CAE": (4.77, None), "MTC": (3.64, None), "AtlasRBF": (3.68, 0.12),
+           "M1+TSVM": (4.24, 0.07), "M2": (3.60, 0.56), "M1+M2": (2.40, 0.02)},
+    3000: {"NN": (6.04, None), "CNN": (3.35, None), "TSVM": (3.45, None),
+           "CAE": (3.22, None), "MTC": (2.57, None), "AtlasRBF": None,
+           "M1+TSVM": (3.49, 0.04), "M2": (3.92, 0.63), "M1+M2": (2.18, 0.04)},
+}
+
+# Real NVP test bits/dim.
+REALNVP_BITS_PER_DIM: dict[str, tuple[float, str]] = {
+    "cifar10": (3.49, "dinh2016"),
+    "mnist": (1.06, "grathwohl2018"),
+}
+
+# Class-balanced loss study: (majority, minority, all) test accuracy in %.
+CB_STUDY: dict[str, tuple[float, float, float]] = {
+    "balanced CE": (90.23, 94.4, 91.4),
+    "CE": (87.93, 50.4, 76.5),
+    "inverse frequency": (74.1, 74.67, 73.58),
+    "focal γ=1": (88.47, 55.03, 78.33),
+    "focal γ=1.5": (87.91, 53.56, 77.61),
+    "focal γ=2": (86.37, 49.53, 75.32),
+    "CB-softmax β=0.9": (88.66, 49.23, 76.83),
+    "CB-softmax β=0.99": (89.45, 58.67, 80.22),
+    "CB-softmax β=0.999": (86.76, 66.37, 80.64),
+    "CB-softmax β=0.9999": (80.94, 75.23, 79.23),
+    "CB-focal γ=1 β=0.9": (88.67, 53.70, 78.18),
+    "CB-focal γ=1 β=0.99": (89.42, 60.63, 80.60),
+    "CB-focal γ=1 β=0.999": (85.11, 64.70, 78.99),
+    "CB-focal γ=1 β=0.9999": (72.40, 62.67, 69.48),
+}
+
+# DeepLearning 0.1 dA tutorial: it publishes figures and run times, but no per-epoch costs or
+# accuracies; notebook 04 says so and shows ours alone.
+DLT_DA: dict[str, Any] = {"costs_published": False}
+
+
+def cite(key: str) -> str:
+    """Full citation for a source key, or a KeyError naming the known keys."""
+    try:
+        return SOURCES[key]
+    except KeyError:
+        raise KeyError(f"unknown source {key!r}; known: {sorted(SOURCES)}") from None

@@ -1,0 +1,116 @@
+"""Run notebooks headless with papermill into ``results/`` (``make reproduce``).
+
+    python -m common.reproduce [--nb 04] [--profile smoke|cpu|full]
+
+Each notebook runs into a staging folder ``results/.staging-<name>/``. Only when it finished and
+wrote its ``metrics.json`` is the HTML rendered and the folder swapped into
+``results/<name>/``; a failure leaves the earlier results untouched, keeps the failed run in
+``results/<name>.failed/`` for inspection, and stops with a non-zero exit.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .results import METRICS_FILE, RESULTS_DIR
+from .runtime import PROFILES, REPO_ROOT, ProfileError
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+REQUIRED_PARAMETERS = ("PROFILE", "OUT_DIR")
+
+
+def find_notebooks(prefix: str | None) -> list[Path]:
+    books = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if prefix:
+        books = [b for b in books if b.name.startswith(prefix)]
+        if not books:
+            raise SystemExit(f"no notebook in {NOTEBOOKS_DIR} starts with {prefix!r}; "
+                             f"have: {[b.name for b in sorted(NOTEBOOKS_DIR.glob('*.ipynb'))]}")
+    return books
+
+
+def check_parameters(book: Path, given: dict[str, object]) -> None:
+    """Refuse parameters the notebook does not declare (papermill would only warn)."""
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(book)))
+    lacking = [p for p in REQUIRED_PARAMETERS if p not in declared]
+    unknown = sorted(set(given) - declared)
+    if lacking or unknown:
+        raise SystemExit(f"{book.name}: parameters cell lacks {lacking}, unknown parameters "
+                         f"{unknown}; declared: {sorted(declared)}")
+
+
+def render_html(executed: Path) -> Path:
+    import nbconvert
+    import nbformat
+
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    out = executed.with_suffix(".html")
+    out.write_text(html, encoding="utf-8")
+    return out
+
+
+def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
+    import papermill
+
+    name = book.stem
+    staging = RESULTS_DIR / f".staging-{name}"
+    final, failed = RESULTS_DIR / name, RESULTS_DIR / f"{name}.failed"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    params: dict[str, object] = {"OUT_DIR": str(staging), **extra}
+    if profile:
+        params["PROFILE"] = profile
+    check_parameters(book, params)
+    executed = staging / book.name
+    t0 = time.perf_counter()
+    print(f"== {name}: profile={profile or 'auto'} -> {final.relative_to(REPO_ROOT)}", flush=True)
+    try:
+        papermill.execute_notebook(str(book), str(executed), parameters=params,
+                                   kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
+                                   progress_bar=True, log_output=False)
+        if not (staging / METRICS_FILE).is_file():
+            raise RuntimeError(f"{name} finished without writing {METRICS_FILE}")
+        render_html(executed)
+    except BaseException:
+        shutil.rmtree(failed, ignore_errors=True)
+        staging.rename(failed)
+        print(f"!! {name} failed after {time.perf_counter() - t0:.0f}s; earlier results kept, "
+              f"the failed run is in {failed.relative_to(REPO_ROOT)}", file=sys.stderr)
+        raise
+    old = RESULTS_DIR / f".old-{name}"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(failed, ignore_errors=True)
+    print(f"== {name}: done in {time.perf_counter() - t0:.0f}s", flush=True)
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nb", default=None, help="run only notebooks whose name starts with this, e.g. 04")
+    ap.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: auto)")
+    args = ap.parse_args(argv)
+    if args.profile and args.profile not in PROFILES:
+        raise ProfileError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
+    for book in find_notebooks(args.nb):
+        try:
+            run_one(book, args.profile, {})
+        except Exception as e:  # already reported; stop at the first failure
+            print(f"!! {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+    from .report import update_readme
+
+    update_readme()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Runtime: device choice, seeding, compute profiles and provenance.
+
+Every notebook runs under one of three *profiles*:
+
+``smoke``
+    seconds; exercises every code path (CI / nbval). Numbers are meaningless.
+``cpu``
+    the default on a machine without a GPU: meaningful numbers in minutes on 2 cores,
+    always reported as a *reduced* run.
+``full``
+    the paper's settings, meant for a GPU.
+
+Precedence: the environment variable ``REPRO_PROFILE`` > the notebook's papermill
+parameter ``PROFILE`` > auto-selection from the hardware (``full`` if CUDA is available,
+else ``cpu``).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+PROFILES: tuple[str, ...] = ("smoke", "cpu", "full")
+PROFILE_ENV = "REPRO_PROFILE"
+DEVICE_ENV = "REPRO_DEVICE"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ProfileError(ValueError):
+    """An unknown profile name, or a notebook config that lacks a profile."""
+
+
+def _check_profile(name: str, source: str) -> str:
+    if name not in PROFILES:
+        raise ProfileError(
+            f"unknown profile {name!r} (from {source}); choose one of {', '.join(PROFILES)}"
+        )
+    return name
+
+
+def resolve_profile(requested: str | None = None) -> str:
+    """Return the active profile name (env var > ``requested`` > hardware)."""
+    env = os.environ.get(PROFILE_ENV, "").strip()
+    if env:
+        return _check_profile(env, f"${PROFILE_ENV}")
+    if requested:
+        return _check_profile(str(requested), "the PROFILE parameter")
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
+def is_reduced(profile: str) -> bool:
+    """Whether numbers from ``profile`` must be labelled as a reduced (non-paper) run."""
+    return _check_profile(profile, "is_reduced") != "full"
+
+
+def pick(configs: Mapping[str, Mapping[str, Any]], profile: str) -> dict[str, Any]:
+    """Select the config of ``profile`` from a ``{profile: {key: value}}`` table.
+
+    All profiles must define the same keys, so that a code path cannot silently exist in
+    one profile only.
+    """
+    _check_profile(profile, "pick")
+    missing = [p for p in PROFILES if p not in configs]
+    if missing:
+        raise ProfileError(f"config table lacks profiles {missing}")
+    keys = {p: set(configs[p]) for p in PROFILES}
+    ref = keys[PROFILES[0]]
+    for p, k in keys.items():
+        if k != ref:
+            raise ProfileError(f"profile {p!r} keys differ from {PROFILES[0]!r}: {sorted(k ^ ref)}")
+    return dict(configs[profile])
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """``$REPRO_DEVICE`` > ``prefer`` > cuda if available > cpu."""
+    name = os.environ.get(DEVICE_ENV) or prefer
+    if name:
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed python, numpy and torch; set the cheap determinism flags.
+
+    Returns a CPU ``torch.Generator`` seeded with ``seed`` for code that wants its own stream.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def git_state() -> dict[str, Any]:
+    """Commit hash and whether tracked files differ from it (outputs under results/ ignored)."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return {"commit": commit or "unknown", "dirty": bool(status) if status is not None else None}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores)"
+
+
+def provenance(
+    profile: str,
+    seeds: Sequence[int],
+    device: torch.device,
+    wall_time_s: float | None = None,
+) -> dict[str, Any]:
+    """Everything needed to trace a number back to code, hardware and settings."""
+    return {
+        **git_state(),
+        "profile": profile,
+        "reduced": is_reduced(profile),
+        "seeds": list(seeds),
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),
+    }
+
+
+class Stopwatch:
+    """Wall-clock timer that also synchronises CUDA, so GPU timings are real."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device
+        self.start = self._now()
+
+    def _now(self) -> float:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self._now() - self.start
+
+    def lap(self) -> float:
+        """Seconds since the last lap (or start); restarts the clock."""
+        now = self._now()
+        dt, self.start = now - self.start, now
+        return dt

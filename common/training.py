@@ -1,0 +1,87 @@
+"""Training utilities shared by every model: NaN guards, checkpoints, epoch timing, progress."""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+from .results import atomic_write_bytes
+from .runtime import Stopwatch
+
+T = TypeVar("T")
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient or log-determinant became NaN or infinite."""
+
+
+def check_finite(value: torch.Tensor | float, what: str, step: int | str | None = None) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` and ``step`` if ``value`` is not finite."""
+    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    if not bool(torch.isfinite(t).all()):
+        where = f" at step {step}" if step is not None else ""
+        raise NonFiniteError(
+            f"{what} is not finite{where} (value {t.detach().flatten()[:4].tolist()}). "
+            f"Training stopped; lower the learning rate or restore the last checkpoint."
+        )
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """``torch.save`` to ``path`` atomically (a crash mid-write keeps the previous checkpoint)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or ``None`` if there is none yet."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+@dataclass
+class EpochLog:
+    """Per-epoch wall time and throughput, plus any metrics logged alongside."""
+
+    device: torch.device | None = None
+    seconds: list[float] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._watch = Stopwatch(self.device)
+
+    def end(self, n_samples: int, **metrics: float) -> dict[str, float]:
+        dt = self._watch.elapsed()
+        self.seconds.append(dt)
+        self.samples.append(n_samples)
+        row = {"epoch": len(self.seconds), "seconds": dt, **{k: float(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        return row
+
+    def summary(self) -> dict[str, float]:
+        """Median epoch time and samples/s (the first epoch is excluded when there are more,
+        because it includes warm-up)."""
+        if not self.seconds:
+            return {}
+        sec = self.seconds[1:] if len(self.seconds) > 1 else self.seconds
+        smp = self.samples[1:] if len(self.samples) > 1 else self.samples
+        med = sorted(sec)[len(sec) // 2]
+        return {
+            "epochs": len(self.seconds),
+            "epoch_seconds_median": round(med, 4),
+            "samples_per_second": round(sum(smp) / max(sum(sec), 1e-9), 1),
+            "total_seconds": round(sum(self.seconds), 2),
+        }
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, **kw: Any) -> Iterator[T]:
+    """tqdm progress bar (stderr, so it never enters compared notebook outputs)."""
+    return iter(tqdm(iterable, desc=desc, total=total, leave=False, mininterval=1.0, **kw))
