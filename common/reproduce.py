@@ -22,6 +22,14 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REQUIRED_PARAMETERS = ("PROFILE", "OUT_DIR")
 
 
+def _show(path: Path) -> str:
+    """``path`` relative to the repository when inside it (for messages)."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def find_notebooks(prefix: str | None) -> list[Path]:
     books = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
     if prefix:
@@ -41,7 +49,8 @@ def check_parameters(book: Path, given: dict[str, object]) -> None:
     unknown = sorted(set(given) - declared)
     if lacking or unknown:
         raise SystemExit(f"{book.name}: parameters cell lacks {lacking}, unknown parameters "
-                         f"{unknown}; declared: {sorted(declared)}")
+                         f"{unknown}; declared: {sorted(declared)} (papermill skips a parameter line "
+                         f"whose comment contains '=')")
 
 
 def render_html(executed: Path) -> Path:
@@ -68,7 +77,7 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
     check_parameters(book, params)
     executed = staging / book.name
     t0 = time.perf_counter()
-    print(f"== {name}: profile={profile or 'auto'} -> {final.relative_to(REPO_ROOT)}", flush=True)
+    print(f"== {name}: profile={profile or 'auto'} -> {_show(final)}", flush=True)
     try:
         papermill.execute_notebook(str(book), str(executed), parameters=params,
                                    kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
@@ -80,7 +89,7 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
         print(f"!! {name} failed after {time.perf_counter() - t0:.0f}s; earlier results kept, "
-              f"the failed run is in {failed.relative_to(REPO_ROOT)}", file=sys.stderr)
+              f"the failed run is in {_show(failed)}", file=sys.stderr)
         raise
     old = RESULTS_DIR / f".old-{name}"
     shutil.rmtree(old, ignore_errors=True)

@@ -87,11 +87,13 @@ def save_metrics(
     metrics: Mapping[str, Any],
     summary: Sequence[Mapping[str, Any]] = (),
     timing: Mapping[str, Any] | None = None,
+    reduced: bool | None = None,
 ) -> Path:
     """Write ``out/metrics.json`` atomically, with provenance.
 
     ``summary`` rows (``quantity``, ``ours``, ``paper``, ``unit``, optional ``note``) feed the
     README results table; ``paper`` values must come from :mod:`common.references`.
+    ``reduced`` overrides the profile's default label (see :func:`runtime.provenance`).
     """
     for row in summary:
         missing = {"quantity", "ours", "paper", "unit"} - set(row)
@@ -99,7 +101,7 @@ def save_metrics(
             raise ValueError(f"summary row {row} lacks {sorted(missing)}")
     record = {
         "notebook": notebook,
-        "provenance": provenance(profile, seeds, device, wall_time_s),
+        "provenance": provenance(profile, seeds, device, wall_time_s, reduced),
         "config": dict(config),
         "timing": dict(timing or {}),
         "metrics": dict(metrics),

@@ -134,12 +134,17 @@ def provenance(
     seeds: Sequence[int],
     device: torch.device,
     wall_time_s: float | None = None,
+    reduced: bool | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to trace a number back to code, hardware and settings."""
+    """Everything needed to trace a number back to code, hardware and settings.
+
+    ``reduced`` defaults to :func:`is_reduced` of the profile; a notebook whose CPU profile
+    already is the paper's full setting passes ``False``.
+    """
     return {
         **git_state(),
         "profile": profile,
-        "reduced": is_reduced(profile),
+        "reduced": is_reduced(profile) if reduced is None else bool(reduced),
         "seeds": list(seeds),
         "device": device_name(device),
         "device_type": device.type,

@@ -1,0 +1,72 @@
+"""make reproduce: a failing run never touches earlier results; unknown parameters are refused."""
+import json
+
+import nbformat
+import pytest
+
+from common import reproduce, runtime
+
+PARAMS = "PROFILE = None\nOUT_DIR = None\n"
+
+
+def write_book(path, body: str):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(PARAMS)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    books, res = tmp_path / "notebooks", tmp_path / "results"
+    books.mkdir()
+    res.mkdir()
+    monkeypatch.setattr(reproduce, "NOTEBOOKS_DIR", books)
+    monkeypatch.setattr(reproduce, "RESULTS_DIR", res)
+    monkeypatch.delenv("REPRO_PROFILE", raising=False)
+    return books, res
+
+
+GOOD = ("import json, pathlib\n"
+        "pathlib.Path(OUT_DIR, 'metrics.json').write_text(json.dumps({'profile': PROFILE, 'v': 1}))\n")
+CRASH = ("import pathlib\n"
+         "pathlib.Path(OUT_DIR, 'half.txt').write_text('partial')\n"
+         "raise RuntimeError('boom mid-run')\n")
+
+
+def test_success_then_failure_keeps_good_results(sandbox):
+    books, res = sandbox
+    book = write_book(books / "98_demo.ipynb", GOOD)
+    final = reproduce.run_one(book, "smoke", {})
+    assert json.loads((final / "metrics.json").read_text()) == {"profile": "smoke", "v": 1}
+    assert (final / "98_demo.html").is_file() and (final / "98_demo.ipynb").is_file()
+
+    write_book(book, CRASH)
+    with pytest.raises(Exception, match="boom mid-run"):
+        reproduce.run_one(book, "smoke", {})
+    assert json.loads((final / "metrics.json").read_text())["v"] == 1   # untouched
+    assert not (final / "half.txt").exists()
+    assert (res / "98_demo.failed" / "half.txt").is_file()             # kept for inspection
+    assert not list(res.glob(".staging-*"))
+
+
+def test_run_without_metrics_is_a_failure(sandbox):
+    books, res = sandbox
+    book = write_book(books / "97_nometrics.ipynb", "x = 1\n")
+    with pytest.raises(RuntimeError, match="without writing metrics.json"):
+        reproduce.run_one(book, None, {})
+    assert not (res / "97_nometrics").exists()
+
+
+def test_unknown_parameter_and_profile_refused(sandbox):
+    books, _ = sandbox
+    book = write_book(books / "96_p.ipynb", GOOD)
+    with pytest.raises(SystemExit, match="unknown parameters \\['EPOCHS'\\]"):
+        reproduce.run_one(book, None, {"EPOCHS": 3})
+    with pytest.raises(runtime.ProfileError, match="unknown profile 'turbo'"):
+        reproduce.main(["--profile", "turbo"])
+    with pytest.raises(SystemExit, match="no notebook"):
+        reproduce.find_notebooks("55")

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from common import runtime
+
+
+def test_env_overrides_parameter(monkeypatch):
+    monkeypatch.setenv(runtime.PROFILE_ENV, "smoke")
+    assert runtime.resolve_profile("full") == "smoke"
+
+
+def test_parameter_then_auto(monkeypatch):
+    monkeypatch.delenv(runtime.PROFILE_ENV, raising=False)
+    assert runtime.resolve_profile("cpu") == "cpu"
+    assert runtime.resolve_profile(None) == ("full" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("source", ["env", "param"])
+def test_unknown_profile_is_a_clear_error(monkeypatch, source):
+    monkeypatch.delenv(runtime.PROFILE_ENV, raising=False)
+    if source == "env":
+        monkeypatch.setenv(runtime.PROFILE_ENV, "fast")
+    with pytest.raises(runtime.ProfileError, match="unknown profile 'fast'.*smoke, cpu, full"):
+        runtime.resolve_profile("fast")
+
+
+def test_reduced_labels():
+    assert runtime.is_reduced("smoke") and runtime.is_reduced("cpu") and not runtime.is_reduced("full")
+
+
+def test_pick_requires_all_profiles_with_same_keys():
+    good = {"smoke": {"a": 1}, "cpu": {"a": 2}, "full": {"a": 3}}
+    assert runtime.pick(good, "cpu") == {"a": 2}
+    with pytest.raises(runtime.ProfileError, match="lacks profiles"):
+        runtime.pick({"smoke": {"a": 1}, "cpu": {"a": 2}}, "cpu")
+    with pytest.raises(runtime.ProfileError, match="keys differ"):
+        runtime.pick({"smoke": {"a": 1}, "cpu": {"a": 2, "b": 0}, "full": {"a": 3}}, "cpu")
+
+
+def test_seeding_is_reproducible():
+    runtime.seed_everything(5)
+    a = torch.randn(3)
+    runtime.seed_everything(5)
+    assert torch.equal(a, torch.randn(3))
+
+
+def test_provenance_records_everything(monkeypatch):
+    p = runtime.provenance("cpu", [1, 2], torch.device("cpu"), wall_time_s=12.345)
+    for key in ("commit", "dirty", "profile", "reduced", "seeds", "device", "torch", "cuda", "wall_time_s"):
+        assert key in p
+    assert p["reduced"] is True and p["seeds"] == [1, 2] and p["wall_time_s"] == 12.35
+    assert runtime.provenance("cpu", [0], torch.device("cpu"), reduced=False)["reduced"] is False
+
+
+def test_device_override(monkeypatch):
+    monkeypatch.setenv(runtime.DEVICE_ENV, "cpu")
+    assert runtime.get_device().type == "cpu"
+    if not torch.cuda.is_available():
+        monkeypatch.setenv(runtime.DEVICE_ENV, "cuda")
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            runtime.get_device()
