@@ -81,7 +81,7 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
     try:
         papermill.execute_notebook(str(book), str(executed), parameters=params,
                                    kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
-                                   progress_bar=True, log_output=False)
+                                   progress_bar=True, log_output=True)
         if not (staging / METRICS_FILE).is_file():
             raise RuntimeError(f"{name} finished without writing {METRICS_FILE}")
         render_html(executed)

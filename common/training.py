@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .results import atomic_write_bytes
 from .runtime import Stopwatch

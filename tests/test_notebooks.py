@@ -36,4 +36,5 @@ def test_strip_removes_everything_but_checked_outputs():
     assert len(nbtool.problems(nb)) == 3
     nbtool.strip(nb)
     assert nb.cells[0].outputs == [] and [o.name for o in nb.cells[1].outputs] == ["stdout"]
+    assert nb.cells[0].execution_count is None and nb.cells[1].execution_count == 2
     assert nbtool.problems(nb) == []

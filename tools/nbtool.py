@@ -34,7 +34,8 @@ def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
+        if not is_checked(cell):  # nbval refuses reference outputs of a cell marked unrun
+            cell.execution_count = None
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
         cell.outputs = [o for o in cell.outputs if _keep_output(o)] if is_checked(cell) else []
@@ -51,11 +52,11 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        if cell.execution_count is not None:
+        if cell.execution_count is not None and not is_checked(cell):
             bad.append(f"cell {i}: execution_count set")
         if cell.outputs and not is_checked(cell):
             bad.append(f"cell {i}: has outputs but is not an {MARK} cell")
-        if is_checked(cell) and not cell.outputs:
+        if is_checked(cell) and (not cell.outputs or cell.execution_count is None):
             bad.append(f"cell {i}: {MARK} cell has no reference output (run bless)")
     if "papermill" in nb.metadata:
         bad.append("papermill metadata present")
@@ -76,6 +77,7 @@ def bless(path: Path) -> None:
     for cell in src.cells:
         if is_checked(cell):
             cell.outputs = by_id[cell.get("id")].outputs
+            cell.execution_count = by_id[cell.get("id")].execution_count
     nbformat.write(strip(src), path)
 
 
