@@ -16,6 +16,7 @@ else ``cpu``).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
@@ -116,11 +117,27 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def source_hash() -> str:
+    """sha256 over the code that produces numbers: ``common/**/*.py`` and ``notebooks/*.ipynb``.
+
+    Recorded with every result, so a run from an uncommitted tree can still be matched to the
+    commit whose files hash the same.
+    """
+    h = hashlib.sha256()
+    files = sorted([*REPO_ROOT.glob("common/**/*.py"), *REPO_ROOT.glob("notebooks/*.ipynb")])
+    for path in files:
+        h.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def git_state() -> dict[str, Any]:
-    """Commit hash and whether tracked files differ from it (outputs under results/ ignored)."""
+    """Commit hash, whether the tree differs from it (modified or untracked, non-ignored files;
+    outputs under results/ excluded) and :func:`source_hash`."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
-    return {"commit": commit or "unknown", "dirty": bool(status) if status is not None else None}
+    status = _git("status", "--porcelain", "--untracked-files=normal", "--", ".", ":(exclude)results")
+    return {"commit": commit or "unknown", "dirty": bool(status) if status is not None else None,
+            "source_hash": source_hash()}
 
 
 def device_name(device: torch.device) -> str:

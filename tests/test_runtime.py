@@ -46,7 +46,7 @@ def test_seeding_is_reproducible():
 
 def test_provenance_records_everything(monkeypatch):
     p = runtime.provenance("cpu", [1, 2], torch.device("cpu"), wall_time_s=12.345)
-    for key in ("commit", "dirty", "profile", "reduced", "seeds", "device", "torch", "cuda", "wall_time_s"):
+    for key in ("commit", "dirty", "source_hash", "profile", "reduced", "seeds", "device", "torch", "cuda", "wall_time_s"):
         assert key in p
     assert p["reduced"] is True and p["seeds"] == [1, 2] and p["wall_time_s"] == 12.35
     assert runtime.provenance("cpu", [0], torch.device("cpu"), reduced=False)["reduced"] is False
