@@ -84,4 +84,4 @@ class EpochLog:
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, **kw: Any) -> Iterator[T]:
     """tqdm progress bar (stderr, so it never enters compared notebook outputs)."""
-    return iter(tqdm(iterable, desc=desc, total=total, leave=False, mininterval=1.0, **kw))
+    return iter(tqdm(iterable, desc=desc, total=total, leave=False, mininterval=5.0, **kw))
