@@ -5,12 +5,14 @@ VENV    ?= .venv
 PY      := $(abspath $(VENV))/bin/python
 NB      ?=
 PROFILE ?=
+PARAMS  ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: reproduce test unit nbval venv report bench clean-scratch help
 
 help:
-	@echo "make reproduce [NB=04] [PROFILE=smoke|cpu|full]   run notebooks into results/"
+	@echo "make reproduce [NB=04] [PROFILE=smoke|cpu|full] [PARAMS='NAME=VALUE ...']"
+	@echo "                                                  run notebooks into results/"
 	@echo "make test                                         unit tests + nbval (smoke profile)"
 	@echo "make report                                       regenerate the README results table"
 
@@ -24,7 +26,8 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
 venv: $(VENV)/.installed
 
 reproduce: venv
-	$(PY) -m common.reproduce $(if $(NB),--nb $(NB)) $(if $(PROFILE),--profile $(PROFILE))
+	$(PY) -m common.reproduce $(if $(NB),--nb $(NB)) $(if $(PROFILE),--profile $(PROFILE)) \
+	  $(foreach p,$(PARAMS),--param $(p))
 
 unit: venv
 	$(PY) -m pytest -p no:cacheprovider tests

@@ -1,6 +1,6 @@
 """Run notebooks headless with papermill into ``results/`` (``make reproduce``).
 
-    python -m common.reproduce [--nb 04] [--profile smoke|cpu|full]
+    python -m common.reproduce [--nb 04] [--profile smoke|cpu|full] [--param NAME=VALUE ...]
 
 Each notebook runs into a staging folder ``results/.staging-<name>/``. Only when it finished and
 wrote its ``metrics.json`` is the HTML rendered and the folder swapped into
@@ -102,16 +102,32 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
     return final
 
 
+def parse_param(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` -> (NAME, literal VALUE); ``RESUME=False`` gives the bool False."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise SystemExit(f"--param expects NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nb", default=None, help="run only notebooks whose name starts with this, e.g. 04")
     ap.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: auto)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra papermill parameter (VALUE read as a Python literal, else a string)")
     args = ap.parse_args(argv)
+    extra = dict(parse_param(p) for p in args.param)
     if args.profile and args.profile not in PROFILES:
         raise ProfileError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
     for book in find_notebooks(args.nb):
         try:
-            run_one(book, args.profile, {})
+            run_one(book, args.profile, extra)
         except Exception as e:  # already reported; stop at the first failure
             print(f"!! {type(e).__name__}: {e}", file=sys.stderr)
             return 1

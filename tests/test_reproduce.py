@@ -70,3 +70,11 @@ def test_unknown_parameter_and_profile_refused(sandbox):
         reproduce.main(["--profile", "turbo"])
     with pytest.raises(SystemExit, match="no notebook"):
         reproduce.find_notebooks("55")
+
+
+def test_param_parsing():
+    assert reproduce.parse_param("RESUME=False") == ("RESUME", False)
+    assert reproduce.parse_param("SEGMENT_SECONDS=300") == ("SEGMENT_SECONDS", 300)
+    assert reproduce.parse_param("TAG=abc") == ("TAG", "abc")
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        reproduce.parse_param("RESUME")
