@@ -1,0 +1,181 @@
+"""Tests of the notebook-06 machinery: split, augmentation, ResNet, training resume, sweeps.
+
+Synthetic data only (random uint8 images), tiny nets, CPU; the whole file runs in seconds.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from common import augment, imbalanced_cifar as ic, losses, resnet
+
+
+def _labels(per_class: int = 5000, c: int = 10) -> torch.Tensor:
+    return torch.arange(c).repeat_interleave(per_class)[torch.randperm(per_class * c,
+                                                   generator=torch.Generator().manual_seed(1))]
+
+
+def test_split_counts_exactly_250_5000_and_seeded():
+    y = _labels()
+    idx = ic.make_split(y)
+    counts = torch.bincount(y[idx], minlength=10).tolist()
+    assert counts == [5000, 250, 5000, 5000, 250, 5000, 250, 5000, 5000, 5000]
+    assert [c for c in range(10) if counts[c] == 250] == [1, 4, 6]   # automobile, deer, frog
+    assert torch.equal(idx, ic.make_split(y))                         # same seed, same subset
+    assert not torch.equal(idx, ic.make_split(y, seed=1))             # other seed, other subset
+    assert len(set(idx.tolist())) == len(idx) == 35_750
+
+
+def test_group_masks_partition_the_test_set():
+    y = torch.arange(10).repeat(3)
+    m = ic.group_masks(y)
+    assert int(m["minority"].sum()) == 9 and int(m["majority"].sum()) == 21
+    assert not bool((m["minority"] & m["majority"]).any())
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+def test_crop_flip_is_a_shifted_possibly_flipped_window():
+    x = _images(64)
+    g = torch.Generator().manual_seed(0)
+    out = augment.random_crop_flip(x, pad=4, generator=g)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (0, 0, 4, 4, 4, 4))
+    n_flipped = 0
+    for i in range(len(x)):
+        hits = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                if torch.equal(out[i], (padded[i, dy:dy + 32, dx:dx + 32].flip(1) if f
+                                        else padded[i, dy:dy + 32, dx:dx + 32]))]
+        assert hits, f"image {i} is not a crop of its padded original"
+        n_flipped += hits[0][2]
+    assert 10 < n_flipped < 54       # roughly half are flipped
+    assert not torch.equal(out, x)   # something moved
+    same = augment.random_crop_flip(x, pad=4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)    # seeded
+    assert torch.equal(augment.random_crop_flip(x, pad=0, flip=False), x)
+
+
+def test_normalize_layout_and_errors():
+    x = _images(4)
+    z = augment.normalize(x)
+    assert z.shape == (4, 3, 32, 32) and z.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="uint8 NHWC"):
+        augment.normalize(x.float())
+    with pytest.raises(ValueError, match="uint8 NHWC"):
+        augment.random_crop_flip(x[0])
+
+
+def test_resnet18_shape_and_parameter_count():
+    m = resnet.resnet18_cifar()
+    assert resnet.n_parameters(m) == 11_173_962  # the standard CIFAR ResNet-18
+    assert isinstance(m.stem[0], torch.nn.Conv2d) and m.stem[0].kernel_size == (3, 3)
+    assert m.stem[0].stride == (1, 1)
+    assert not any(isinstance(mod, torch.nn.MaxPool2d) for mod in m.modules())
+    small = resnet.resnet18_cifar(width=4, blocks=(1, 1), stem_stride=2)
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="stem_stride"):
+        resnet.resnet18_cifar(stem_stride=3)
+    with pytest.raises(ValueError, match="blocks"):
+        resnet.resnet18_cifar(blocks=())
+
+
+def test_lr_schedule_is_the_studys():
+    t = ic.TrainConfig()
+    lrs = [t.lr_at(e) for e in range(1, 26)]
+    assert all(math.isclose(v, 0.1) for v in lrs[:15])
+    assert all(math.isclose(v, 0.01) for v in lrs[15:20])
+    assert all(math.isclose(v, 0.001) for v in lrs[20:])
+
+
+def test_full_profile_dry_run(capsys):
+    """The full profile (ResNet-18) builds and takes one training step on CPU."""
+    assert ic.main(["--profile", "full", "--dry-run"]) == 0
+    assert "11,173,962 parameters" in capsys.readouterr().out
+
+
+def _tiny_split(n_major: int = 24, n_minor: int = 6) -> ic.SplitData:
+    g = torch.Generator().manual_seed(0)
+    counts = ic.split_counts(n_major, n_minor)
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    x = torch.randint(0, 256, (len(y), 32, 32, 3), dtype=torch.uint8, generator=g)
+    # make the classes learnable: add a class-dependent brightness
+    x = (x // 2 + (y * 12)[:, None, None, None]).to(torch.uint8)
+    yt = torch.arange(10).repeat(5)
+    xt = (torch.randint(0, 256, (50, 32, 32, 3), dtype=torch.uint8, generator=g) // 2
+          + (yt * 12)[:, None, None, None]).to(torch.uint8)
+    yb = torch.arange(10).repeat(n_major)
+    xb = (torch.randint(0, 256, (len(yb), 32, 32, 3), dtype=torch.uint8, generator=g) // 2
+          + (yb * 12)[:, None, None, None]).to(torch.uint8)
+    return ic.SplitData(x, y, xb, yb, xt, yt, torch.arange(len(y)), {"synthetic": True})
+
+
+TINY = ic.TrainConfig(width=4, blocks=(1,), stem_stride=2, epochs=3, lr_milestones=(2,),
+                      batch_size=32, bf16=False, channels_last=False, ckpt_every=1)
+
+
+def test_interrupted_run_resumes_to_identical_result(tmp_path):
+    split = _tiny_split()
+    spec = losses.study_configs()["CB-focal γ=1 β=0.999"]
+    dev = torch.device("cpu")
+    ref = ic.train_one("cbf", spec, TINY, split, 3, dev, show_progress=False)
+    ck = tmp_path / "run.pt"
+    assert ic.train_one("cbf", spec, TINY, split, 3, dev, ckpt_path=ck, max_epochs_per_call=1,
+                        show_progress=False) is None
+    assert ck.exists()
+    got = ic.train_one("cbf", spec, TINY, split, 3, dev, ckpt_path=ck, show_progress=False)
+    assert got is not None and not ck.exists()
+    assert got["final"] == ref["final"] and got["confusion"] == ref["confusion"]
+    assert [h["train_loss"] for h in got["history"]] == [h["train_loss"] for h in ref["history"]]
+    assert len(got["history"]) == 3
+    assert sum(map(sum, got["confusion"])) == 50
+
+
+def test_sweep_writes_per_run_files_and_reuses_them(tmp_path):
+    split = _tiny_split()
+    dev = torch.device("cpu")
+    t = ic.TrainConfig(**{**TINY.__dict__, "epochs": 1, "lr_milestones": ()})
+    names = ["CE", "balanced CE"]
+    r1 = ic.run_sweep(names, [0], t, split, dev, tmp_path / "runs", max_epochs_per_call=None,
+                      show_progress=False, verbose=False)
+    assert sorted(r1.trained) == [("CE", 0), ("balanced CE", 0)] and not r1.loaded
+    files = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert files == ["balanced_ce_seed0.json", "ce_seed0.json"]
+    rec = json.loads((tmp_path / "runs" / "balanced_ce_seed0.json").read_text())
+    assert rec["train_counts"] == [24] * 10            # trained on the balanced set
+    r2 = ic.run_sweep(names, [0], t, split, dev, tmp_path / "runs", show_progress=False,
+                      verbose=False)
+    assert sorted(r2.loaded) == sorted(r1.trained) and not r2.trained
+    assert r2.records[("CE", 0)]["final"] == r1.records[("CE", 0)]["final"]
+    # a changed setting is a different fingerprint: the stale file is not reused
+    t2 = ic.TrainConfig(**{**t.__dict__, "lr": 0.05})
+    r3 = ic.run_sweep(["CE"], [0], t2, split, dev, tmp_path / "runs", show_progress=False,
+                      verbose=False)
+    assert r3.trained == [("CE", 0)]
+    # an exhausted budget leaves runs pending instead of training them
+    r4 = ic.run_sweep(["focal γ=2"], [0, 1], t, split, dev, tmp_path / "runs", budget_s=-1,
+                      show_progress=False, verbose=False)
+    assert r4.pending == [("focal γ=2", 0), ("focal γ=2", 1)] and not r4.records
+    with pytest.raises(ValueError, match="unknown loss configs"):
+        ic.run_sweep(["nope"], [0], t, split, dev, tmp_path / "runs")
+
+
+def test_paired_difference_and_study_consistency():
+    recs = {("a", s): {"final": {"all": v}} for s, v in enumerate([80.0, 81.0, 82.0])}
+    recs |= {("b", s): {"final": {"all": v}} for s, v in enumerate([79.0, 79.5, 81.0])}
+    d = ic.paired_difference(recs, "a", "b")
+    assert d["n"] == 3 and math.isclose(d["mean"], (1.0 + 1.5 + 1.0) / 3)
+    assert math.isclose(d["std"], torch.tensor([1.0, 1.5, 1.0]).std().item(), rel_tol=1e-6)
+    assert d["ci_low"] < d["mean"] < d["ci_high"]
+    one = ic.paired_difference({k: v for k, v in recs.items() if k[1] == 0}, "a", "b")
+    assert one["n"] == 1 and math.isnan(one["std"]) and math.isnan(one["ci_low"])
+    rows = ic.study_consistency({"ok": (80.0, 60.0, 74.0), "bad": (74.1, 74.67, 73.58)})
+    assert rows[0]["consistent"] and not rows[1]["consistent"]
+    assert math.isclose(rows[1]["all (implied by groups)"], 74.27, abs_tol=0.01)
+    assert ic.fmt_pm(1.0, float("nan"), 1) == "1.00 (1 seed)"
+    assert ic.fmt_pm(float("nan"), float("nan"), 0) == "not run"

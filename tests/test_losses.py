@@ -1,0 +1,159 @@
+"""Unit tests of common.losses (small synthetic tensors, fast)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common import losses
+
+COUNTS = [5000, 250, 5000, 5000, 250, 5000, 250, 5000, 5000, 5000]
+
+
+def _batch(n: int = 64, c: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=g) * 3, torch.randint(0, c, (n,), generator=g)
+
+
+def test_focal_gamma0_equals_ce():
+    z, y = _batch()
+    assert torch.allclose(losses.focal_loss(z, y, 0.0), F.cross_entropy(z, y), atol=1e-6)
+    assert torch.allclose(losses.cross_entropy(z, y), F.cross_entropy(z, y), atol=1e-6)
+
+
+def test_focal_matches_definition_and_down_weights_easy_examples():
+    z, y = _batch()
+    p_t = F.softmax(z, 1).gather(1, y[:, None]).squeeze(1)
+    for gamma in (1.0, 1.5, 2.0):
+        ref = (-(1 - p_t) ** gamma * torch.log(p_t)).mean()
+        got = losses.focal_loss(z, y, gamma)
+        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)
+        assert got < losses.focal_loss(z, y, 0.0)  # (1-p_t)^γ < 1 for every example
+
+
+def test_focal_gradient_finite_for_confident_predictions():
+    z = torch.tensor([[50.0, 0.0, 0.0]], requires_grad=True)
+    loss = losses.focal_loss(z, torch.tensor([0]), 2.0)
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_effective_number_closed_form_equals_recursion():
+    for beta in (0.0, 0.5, 0.9, 0.99, 0.999, 0.9999):
+        for n in (1, 2, 7, 250, 5000):
+            closed = float(losses.effective_number(n, beta))
+            rec = losses.effective_number_recursive(n, beta)
+            assert math.isclose(closed, rec, rel_tol=1e-9), (beta, n, closed, rec)
+
+
+def test_effective_number_limits():
+    n = torch.tensor([1, 10, 250, 5000])
+    assert torch.equal(losses.effective_number(n, 0.0), torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(losses.effective_number(n, 1 - 1e-12), n.double(), rtol=1e-6)
+    e = losses.effective_number(n, 0.99)
+    assert torch.all(e[1:] > e[:-1]) and torch.all(e <= 1 / (1 - 0.99) + 1e-9)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.9, 0.99, 0.999, 0.9999])
+def test_cb_weights_sum_to_num_classes(beta):
+    w = losses.class_balanced_weights(COUNTS, beta)
+    assert w.shape == (10,) and w.dtype == torch.float32
+    assert math.isclose(float(w.sum()), 10.0, rel_tol=1e-6)
+    assert math.isclose(float(losses.inverse_frequency_weights(COUNTS).sum()), 10.0, rel_tol=1e-6)
+
+
+def test_cb_beta0_is_unweighted():
+    w = losses.class_balanced_weights(COUNTS, 0.0)
+    assert torch.allclose(w, torch.ones(10))
+    z, y = _batch()
+    assert torch.allclose(losses.class_balanced_loss(z, y, w), F.cross_entropy(z, y), atol=1e-6)
+    spec = losses.LossSpec("cb_softmax", beta=0.0)
+    assert torch.allclose(spec.build(COUNTS)(z, y), F.cross_entropy(z, y), atol=1e-6)
+
+
+def test_cb_approaches_inverse_frequency_as_beta_to_1():
+    inv = losses.inverse_frequency_weights(COUNTS)
+    errs = [float((losses.class_balanced_weights(COUNTS, b) - inv).abs().max())
+            for b in (0.99, 0.999, 0.9999, 1 - 1e-6, 1 - 1e-9)]
+    assert all(a > b for a, b in zip(errs, errs[1:])), errs   # monotone approach
+    assert errs[-1] < 1e-4
+    assert errs[0] > 0.1  # and β=0.99 is far from it (the test can tell them apart)
+
+
+def test_inverse_frequency_is_weighted_mean():
+    z, y = _batch()
+    w = losses.inverse_frequency_weights(COUNTS)
+    per = F.cross_entropy(z, y, reduction="none")
+    ref = (w[y] * per).sum() / w[y].sum()
+    got = losses.LossSpec("inverse_frequency").build(COUNTS)(z, y)
+    assert torch.allclose(got, ref, atol=1e-6)
+    # scale matches CE when all labels share one class
+    y1 = torch.full_like(y, 1)
+    assert torch.allclose(losses.cross_entropy(z, y1, w), F.cross_entropy(z, y1), atol=1e-6)
+
+
+def test_cb_focal_is_weighted_focal_mean():
+    z, y = _batch()
+    w = losses.class_balanced_weights(COUNTS, 0.999)
+    p_t = F.softmax(z, 1).gather(1, y[:, None]).squeeze(1)
+    ref = (w[y] * -(1 - p_t) * torch.log(p_t)).mean()
+    got = losses.LossSpec("cb_focal", gamma=1.0, beta=0.999).build(COUNTS)(z, y)
+    assert torch.allclose(got, ref, rtol=1e-5)
+
+
+def test_losses_accept_bf16_logits_and_return_float32():
+    z, y = _batch()
+    out = losses.focal_loss(z.bfloat16(), y, 1.0)
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("fn", [
+    lambda z, y: losses.cross_entropy(z, y),
+    lambda z, y: losses.focal_loss(z, y, 1.0),
+    lambda z, y: losses.class_balanced_loss(z, y, torch.ones(10), 1.0),
+])
+def test_losses_reject_bad_shapes_and_dtypes(fn):
+    z, y = _batch()
+    with pytest.raises(ValueError, match="logits must be \\[N, C\\]"):
+        fn(z[0], y)
+    with pytest.raises(ValueError, match="target must be \\[N\\]"):
+        fn(z, y[:-1])
+    with pytest.raises(ValueError, match="int64"):
+        fn(z, y.int())
+    with pytest.raises(ValueError, match="floating-point"):
+        fn(z.long(), y)
+    with pytest.raises(ValueError, match="target must be \\[N\\]"):
+        fn(z, y[:, None])
+
+
+def test_bad_weights_and_hyperparameters_rejected():
+    z, y = _batch()
+    with pytest.raises(ValueError, match="weight must be \\[C\\]"):
+        losses.cross_entropy(z, y, torch.ones(9))
+    with pytest.raises(ValueError, match="weight must be floating"):
+        losses.focal_loss(z, y, 1.0, torch.ones(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="gamma"):
+        losses.focal_loss(z, y, -1.0)
+    with pytest.raises(ValueError, match="beta"):
+        losses.class_balanced_weights(COUNTS, 1.0)
+    with pytest.raises(ValueError, match="counts"):
+        losses.class_balanced_weights([10, 0, 5], 0.9)
+    with pytest.raises(ValueError, match="counts"):
+        losses.inverse_frequency_weights([[1, 2]])
+    with pytest.raises(ValueError, match="unknown loss kind"):
+        losses.LossSpec("hinge")
+    with pytest.raises(ValueError, match="needs beta"):
+        losses.LossSpec("cb_focal", gamma=1.0)
+    with pytest.raises(ValueError, match="takes no gamma"):
+        losses.LossSpec("ce", gamma=1.0)
+
+
+def test_study_configs_match_reference_rows():
+    from common.references import CB_STUDY
+
+    cfgs = losses.study_configs()
+    assert list(cfgs) == list(CB_STUDY)
+    assert len({losses.slug(n) for n in cfgs}) == len(cfgs)  # file names are unique
+    assert cfgs["balanced CE"].balanced_data and not cfgs["CE"].balanced_data
