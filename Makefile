@@ -15,6 +15,7 @@ help:
 	@echo "                                                  run notebooks into results/"
 	@echo "make test                                         unit tests + nbval (smoke profile)"
 	@echo "make report                                       regenerate the README results table"
+	@echo "make bench                                        time an M2 epoch on this device"
 
 $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,10 @@ test: unit nbval
 
 report: venv
 	$(PY) -m common.report
+
+# times one M2 epoch on the current device for 1, 5 and 20 stacked runs
+bench: venv
+	$(PY) -m common.kingma bench --runs 1 5 20
 
 clean-scratch:
 	rm -rf results/scratch results/.staging-* results/*.failed

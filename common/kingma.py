@@ -1,0 +1,831 @@
+"""Kingma, Rezende, Mohamed & Welling 2014, *Semi-supervised learning with deep generative models*
+(arXiv:1406.5298): the latent-feature model M1, the generative semi-supervised model M2 and
+their stack M1+M2, written so that many independent runs train together as one *stacked* model.
+
+Stacking
+--------
+Every weight has a leading "run" axis ``R``: a layer is ``h = x @ W[r] + b[r]`` for each run,
+computed with one :func:`torch.baddbmm`. Runs share nothing but the kernel launches: the loss is
+the *sum* of the runs' losses, so each run's gradient is its own, and Adam is elementwise, so a
+stacked Adam equals ``R`` independent Adams. Run ``r`` is initialised from ``seeds[r]`` alone, so
+a run's parameters do not depend on which other runs it is stacked with.
+
+Equations (numbers as in the paper)
+-----------------------------------
+M1 (eq. 1-2, sec. 4.1): ``ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I))``, with the Gaussian
+KL in closed form (:func:`gaussian_kl`).
+
+M2 (eq. 6-9, sec. 3.1.2):
+
+* labelled bound  ``-L(x,y) = E_q(z|x,y)[log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y)]`` (6)
+* unlabelled bound ``-U(x) = sum_y q(y|x) (-L(x,y)) + H(q(y|x))``                             (7)
+* objective ``J^alpha = J + alpha * E_labelled[-log q(y|x)]``                                   (9)
+
+This module works with the *bounds* (the negated L and U of the paper, larger is better):
+``labelled_bound`` returns ``-L(x,y)``, ``unlabelled_bound`` returns ``-U(x)``.
+``unlabelled_bound`` marginalises y by replicating every point over the K labels (a ``[R, B, K]``
+tensor; the Chainer write-up's trick) and the y-independent part of the encoder's first layer is
+computed once per point, not once per (point, label).
+
+Command line: ``python -m common.kingma bench`` times an M2 epoch on the current device.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .training import EpochLog, NonFiniteError, load_checkpoint, progress, save_checkpoint
+from .runtime import Stopwatch
+
+LOG_2PI = math.log(2 * math.pi)
+Likelihood = Literal["bernoulli", "gaussian"]
+
+
+# --------------------------------------------------------------------------- densities
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over the last axis (appendix B of
+    Kingma & Welling 2014): ``0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)``."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``log N(x; mu, exp(logvar))`` summed over the last axis."""
+    return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar)).sum(-1)
+
+
+def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``log Bernoulli(x; sigmoid(logits))`` summed over the last axis (``x`` may broadcast)."""
+    x = x.expand_as(logits)
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
+                   eps: torch.Tensor | None = None) -> torch.Tensor:
+    """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` unless given."""
+    if eps is None:
+        eps = torch.randn_like(mu)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical ``softmax(logits)`` over the last axis."""
+    logp = F.log_softmax(logits, -1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+# --------------------------------------------------------------------------- stacked layers
+def _init_weight(runs: int, n_in: int, n_out: int, gens: Sequence[torch.Generator],
+                 scale: float = 1.0) -> torch.Tensor:
+    """``N(0, 1/n_in)`` weights as in the authors' code, run ``r`` drawn from ``gens[r]``."""
+    w = torch.stack([torch.randn(n_in, n_out, generator=g) for g in gens])
+    return w * (scale / math.sqrt(n_in))
+
+
+class StackedLinear(nn.Module):
+    """``R`` independent affine maps: ``x [R, ..., n_in] -> [R, ..., n_out]``."""
+
+    def __init__(self, runs: int, n_in: int, n_out: int, gens: Sequence[torch.Generator],
+                 scale: float = 1.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(_init_weight(runs, n_in, n_out, gens, scale))
+        self.bias = nn.Parameter(torch.zeros(runs, 1, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        out = torch.baddbmm(self.bias, x.reshape(shape[0], -1, shape[-1]), self.weight)
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+
+class StackedMLP(nn.Module):
+    """Softplus MLP ``n_in -> hidden... -> n_out`` (linear output), stacked over runs."""
+
+    def __init__(self, runs: int, n_in: int, hidden: Sequence[int], n_out: int,
+                 gens: Sequence[torch.Generator], out_scale: float = 1.0) -> None:
+        super().__init__()
+        dims = [n_in, *hidden]
+        self.hidden = nn.ModuleList(StackedLinear(runs, a, b, gens) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = StackedLinear(runs, dims[-1], n_out, gens, out_scale)
+
+    def trunk(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
+        for layer in self.hidden[start:]:
+            h = F.softplus(layer(h))
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.trunk(x))
+
+
+def _generators(seeds: Sequence[int], salt: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(s) * 1009 + salt) for s in seeds]
+
+
+def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
+    hidden = tuple(int(h) for h in hidden)
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"hidden must be a non-empty sequence of positive widths, got {hidden}")
+    return hidden
+
+
+# --------------------------------------------------------------------------- M1
+class M1(nn.Module):
+    """The latent-feature model M1 (sec. 2.1): ``q(z|x)`` Gaussian, ``p(x|z)`` Bernoulli
+    (or Gaussian), softplus MLPs with ``hidden`` units (paper: 600-600; the authors' pretrained
+    model: 500-500), ``R = len(seeds)`` stacked runs."""
+
+    def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden: Sequence[int] = (600, 600),
+                 seeds: Sequence[int] = (0,), likelihood: Likelihood = "bernoulli") -> None:
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        hidden = _check_hidden(hidden)
+        self.runs, self.x_dim, self.z_dim, self.likelihood = len(seeds), x_dim, z_dim, likelihood
+        self.seeds = [int(s) for s in seeds]
+        self.hidden_sizes = hidden
+        self.encoder = StackedMLP(self.runs, x_dim, hidden, 2 * z_dim, _generators(seeds, 1), 0.1)
+        n_out = x_dim if likelihood == "bernoulli" else 2 * x_dim
+        self.decoder = StackedMLP(self.runs, z_dim, hidden[::-1], n_out, _generators(seeds, 2))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [R, B, D]`` -> mean and log-variance of ``q(z|x)``, each ``[R, B, Z]``."""
+        mu, logvar = self.encoder(x).chunk(2, -1)
+        return mu, logvar
+
+    def log_px(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_likelihood(out, x)
+        mu, logvar = out.chunk(2, -1)
+        return gaussian_log_density(x, mu, logvar)
+
+    def elbo(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """One-sample ELBO (eq. 2 of Kingma & Welling 2014, analytic KL) per point: ``[R, B]``."""
+        mu, logvar = self.encode(x)
+        z = reparameterise(mu, logvar, eps)
+        return self.log_px(self.decoder(z), x) - gaussian_kl(mu, logvar)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(z)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out.chunk(2, -1)[0]
+
+
+# --------------------------------------------------------------------------- M2
+class M2(nn.Module):
+    """The generative semi-supervised model M2 (sec. 2.2), stacked over ``R = len(seeds)`` runs.
+
+    ``p(y)`` uniform over ``K`` classes, ``p(z) = N(0, I)``, ``p(x|y,z)`` Bernoulli (pixels) or
+    Gaussian (M1 features, sec. 2.3), ``q(z|x,y)`` Gaussian, ``q(y|x)`` a softmax classifier;
+    every network has ``hidden`` softplus layers (paper: one of 500).
+    """
+
+    def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden: Sequence[int] = (500,),
+                 n_classes: int = 10, seeds: Sequence[int] = (0,),
+                 likelihood: Likelihood = "bernoulli") -> None:
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        hidden = _check_hidden(hidden)
+        R = self.runs = len(seeds)
+        self.seeds = [int(s) for s in seeds]
+        self.x_dim, self.z_dim, self.n_classes, self.likelihood = x_dim, z_dim, n_classes, likelihood
+        self.hidden_sizes = hidden
+        ge, gd, gc = _generators(seeds, 11), _generators(seeds, 12), _generators(seeds, 13)
+        # q(z|x,y): first layer split as x @ Wx + Wy[y] + b (the y one-hot costs no matmul)
+        self.enc_x = StackedLinear(R, x_dim, hidden[0], ge)
+        self.enc_y = nn.Parameter(_init_weight(R, n_classes, hidden[0], ge))
+        self.encoder = StackedMLP(R, hidden[0], hidden[1:], 2 * z_dim, ge, 0.1)
+        # p(x|y,z): first layer z @ Wz + Wy[y] + b
+        self.dec_z = StackedLinear(R, z_dim, hidden[0], gd)
+        self.dec_y = nn.Parameter(_init_weight(R, n_classes, hidden[0], gd))
+        n_out = x_dim if likelihood == "bernoulli" else 2 * x_dim
+        self.decoder = StackedMLP(R, hidden[0], hidden[1:], n_out, gd)
+        self.classifier = StackedMLP(R, x_dim, hidden, n_classes, gc)
+
+    # -- pieces ----------------------------------------------------------------
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``q(y|x)``: ``[R, B, K]``."""
+        return self.classifier(x)
+
+    def _y_rows(self, table: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``table[r, y[r, b]]`` as ``[R, B, H]``; with ``y=None`` every label: ``[R, 1, K, H]``."""
+        if y is None:
+            return table[:, None]
+        return torch.gather(table, 1, y[..., None].expand(*y.shape, table.shape[-1]))
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q(z|x,y)``: for labels ``y [R, B]`` -> ``[R, B, Z]`` each; for ``y=None`` all K labels
+        -> ``[R, B, K, Z]``, computing ``x @ Wx`` once per point."""
+        hx = self.enc_x(x)
+        if y is None:
+            hx = hx[:, :, None]
+        h = F.softplus(hx + self._y_rows(self.enc_y, y))
+        mu, logvar = self.encoder(h).chunk(2, -1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Output of ``p(x|y,z)`` (Bernoulli logits, or Gaussian mean and log-variance
+        concatenated); ``z [R, B, Z]`` with ``y [R, B]``, or ``z [R, B, K, Z]`` with ``y=None``."""
+        h = F.softplus(self.dec_z(z) + self._y_rows(self.dec_y, y))
+        return self.decoder(h)
+
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.decode(z, y)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out.chunk(2, -1)[0]
+
+    def log_px(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_likelihood(out, x)
+        mu, logvar = out.chunk(2, -1)
+        return gaussian_log_density(x, mu, logvar)
+
+    # -- bounds ----------------------------------------------------------------
+    def labelled_bound(self, x: torch.Tensor, y: torch.Tensor,
+                       eps: torch.Tensor | None = None) -> torch.Tensor:
+        """``-L(x, y)`` (eq. 6) per point, ``[R, B]``: one z sample, analytic KL."""
+        mu, logvar = self.encode(x, y)
+        z = reparameterise(mu, logvar, eps)
+        log_py = -math.log(self.n_classes)
+        return self.log_px(self.decode(z, y), x) + log_py - gaussian_kl(mu, logvar)
+
+    def unlabelled_bound(self, x: torch.Tensor, eps: torch.Tensor | None = None,
+                         logits: torch.Tensor | None = None) -> torch.Tensor:
+        """``-U(x) = sum_y q(y|x)(-L(x,y)) + H(q(y|x))`` (eq. 7) per point, ``[R, B]``.
+
+        Vectorised: the batch is replicated over all K labels (``eps`` is ``[R, B, K, Z]``).
+        """
+        mu, logvar = self.encode(x, None)                      # [R, B, K, Z]
+        z = reparameterise(mu, logvar, eps)
+        out = self.decode(z, None)                              # [R, B, K, D']
+        lxy = self.log_px(out, x[:, :, None]) - math.log(self.n_classes) - gaussian_kl(mu, logvar)
+        logits = self.classify(x) if logits is None else logits
+        q = F.softmax(logits, -1)
+        return (q * lxy).sum(-1) + entropy_from_logits(logits)
+
+    def unlabelled_bound_loop(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Reference implementation of eq. 7 with an explicit Python loop over the labels (for
+        tests; same noise as :meth:`unlabelled_bound` when ``eps`` is given)."""
+        R, B = x.shape[:2]
+        logits = self.classify(x)
+        q = F.softmax(logits, -1)
+        total = entropy_from_logits(logits)
+        for k in range(self.n_classes):
+            y = torch.full((R, B), k, dtype=torch.long, device=x.device)
+            e = None if eps is None else eps[:, :, k]
+            total = total + q[..., k] * self.labelled_bound(x, y, e)
+        return total
+
+
+def alpha_weight(n_total: int, n_labelled: int, factor: float = 0.1) -> float:
+    """Classification weight per labelled point, ``alpha = factor * N_total / N_labelled``
+    (sec. 3.1.2; the authors' code uses factor 0.1: alpha = 50 for N = 100 of 50,000)."""
+    if n_labelled <= 0 or n_total <= 0:
+        raise ValueError(f"n_total and n_labelled must be positive, got {n_total}, {n_labelled}")
+    return factor * n_total / n_labelled
+
+
+def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None,
+                 n_labelled: int, n_unlabelled: int, alpha: float | torch.Tensor) -> dict[str, torch.Tensor]:
+    """Minibatch estimate of ``J^alpha`` (eq. 9) per run, divided by the data size
+    ``n_labelled + n_unlabelled`` (so it reads as a per-point bound).
+
+    ``xl [R, Bl, D]``, ``yl [R, Bl]``, ``xu [R, Bu, D]`` or None (fully labelled training).
+    Each sum is rescaled by (set size / batch size), so it is unbiased for the full-data sums.
+    Returns ``loss`` (to minimise, ``[R]``), and the ``labelled``, ``unlabelled`` and
+    ``log_qy`` batch means for logging.
+    """
+    lb = model.labelled_bound(xl, yl)
+    logits_l = model.classify(xl)
+    log_qy = -F.cross_entropy(logits_l.flatten(0, 1), yl.flatten(), reduction="none").view_as(lb)
+    alpha = torch.as_tensor(alpha, dtype=lb.dtype, device=lb.device)
+    alpha = alpha.view(-1, 1) if alpha.ndim else alpha
+    j = (n_labelled / xl.shape[1]) * (lb + alpha * log_qy).sum(1)
+    out = {"labelled": lb.mean(1).detach(), "log_qy": log_qy.mean(1).detach()}
+    if xu is not None and xu.shape[1] > 0:
+        ub = model.unlabelled_bound(xu)
+        j = j + (n_unlabelled / xu.shape[1]) * ub.sum(1)
+        out["unlabelled"] = ub.mean(1).detach()
+    out["loss"] = -j / (n_labelled + n_unlabelled)
+    return out
+
+
+# --------------------------------------------------------------------------- data helpers
+def labelled_subsets(labels: torch.Tensor, n_labelled: int, seeds: Sequence[int],
+                     n_classes: int = 10) -> torch.Tensor:
+    """``[R, n_labelled]`` indices: for each seed a balanced subset, ``n_labelled/n_classes`` per
+    class (paper sec. 4.2), drawn with :func:`common.data.balanced_subset`."""
+    from .data import balanced_subset
+
+    if n_labelled % n_classes:
+        raise ValueError(f"n_labelled={n_labelled} is not a multiple of n_classes={n_classes}")
+    return torch.stack([balanced_subset(labels, n_labelled // n_classes, int(s)) for s in seeds])
+
+
+def select_active_dims(mu: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """Indices of latent dims whose posterior mean varies over the data, ``std > threshold``
+    (the authors' rule for M1 features feeding M2). ``mu [N, Z]`` -> long ``[Z']``."""
+    if mu.ndim != 2:
+        raise ValueError(f"mu must be [N, Z], got shape {tuple(mu.shape)}")
+    return torch.nonzero(mu.std(0) > threshold, as_tuple=False).flatten()
+
+
+def standard_normal_grid(n: int) -> torch.Tensor:
+    """``Phi^-1((i + 0.5) / n)`` for ``i < n``: evenly spaced quantiles of N(0, 1)."""
+    p = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    return (math.sqrt(2.0) * torch.special.erfinv(2 * p - 1)).float()
+
+
+class Binariser:
+    """Dynamic binarisation (fresh Bernoulli sample per minibatch) or a no-op for real inputs."""
+
+    def __init__(self, mode: Literal["dynamic", "none"]) -> None:
+        if mode not in ("dynamic", "none"):
+            raise ValueError(f"binarise must be 'dynamic' or 'none', got {mode!r}")
+        self.mode = mode
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.bernoulli(x) if self.mode == "dynamic" else x
+
+
+# --------------------------------------------------------------------------- training state
+@dataclass
+class History:
+    """Per-epoch rows (loss per run, evaluation results), NaN reverts, and epoch timing."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    reverts: list[dict[str, Any]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_samples: list[int] = field(default_factory=list)
+
+    def timing(self) -> dict[str, float]:
+        """:meth:`common.training.EpochLog.summary` of the epochs so far (resumed ones included)."""
+        log = EpochLog()
+        log.seconds, log.samples = list(self.epoch_seconds), list(self.epoch_samples)
+        return log.summary()
+
+
+class Guard:
+    """NaN/divergence guard per run: keeps the last good parameters and optimiser state, and on
+    a non-finite epoch loss puts back the failing runs' slices (what the authors did), after
+    ``max_reverts`` reverts of one run raises :class:`NonFiniteError`."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, max_reverts: int = 5) -> None:
+        self.model, self.opt, self.max_reverts = model, opt, max_reverts
+        self.counts: dict[int, int] = {}
+        self.snapshot()
+
+    def snapshot(self) -> None:
+        self.good_params = [p.detach().clone() for p in self.model.parameters()]
+        self.good_opt = copy.deepcopy(self.opt.state_dict())
+
+    def check(self, per_run_loss: torch.Tensor, epoch: int, history: History) -> bool:
+        """True when all runs are finite (and then take a snapshot); else revert bad runs."""
+        finite = torch.isfinite(per_run_loss)
+        params_ok = torch.stack([torch.isfinite(p.detach()).flatten(1).all(1)
+                                 for p in self.model.parameters()]).all(0)
+        ok = finite & params_ok
+        if bool(ok.all()):
+            self.snapshot()
+            return True
+        bad = torch.nonzero(~ok).flatten().tolist()
+        with torch.no_grad():
+            for p, g in zip(self.model.parameters(), self.good_params):
+                p[bad] = g[bad]
+            state = self.opt.state
+            good_state = self.good_opt["state"]
+            for i, p in enumerate(self.model.parameters()):
+                if p in state and i in good_state:
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        if key in state[p]:
+                            state[p][key][bad] = good_state[i][key][bad].to(p.device)
+        for r in bad:
+            self.counts[r] = self.counts.get(r, 0) + 1
+            history.reverts.append({"epoch": epoch, "run": r})
+            if self.counts[r] > self.max_reverts:
+                raise NonFiniteError(f"run {r} diverged {self.counts[r]} times (last at epoch "
+                                     f"{epoch}); stopped. Lower the learning rate.")
+        return False
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    s = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        s["cuda"] = torch.cuda.get_rng_state(device)
+    return s
+
+
+def _set_rng_state(s: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(s["cpu"])
+    if device.type == "cuda" and "cuda" in s:
+        torch.cuda.set_rng_state(s["cuda"], device)
+
+
+class Trainer:
+    """Epoch loop shared by M1 and M2: Adam, per-epoch NaN guard, checkpoint/resume, timing,
+    an ``evaluate(epoch)`` callback every ``eval_every`` epochs."""
+
+    def __init__(self, model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 checkpoint: str | Path | None = None, checkpoint_every: int = 50,
+                 tag: dict[str, Any] | None = None) -> None:
+        self.model = model
+        on_cuda = next(model.parameters()).is_cuda
+        # fused Adam: one kernel for all parameters on a GPU (elementwise, so still per run)
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, fused=on_cuda or None)
+        self.history = History()
+        self.epoch = 0
+        self.guard = Guard(model, self.opt)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.checkpoint_every = checkpoint_every
+        self.tag = dict(tag or {})
+        self.resumed_from = None
+        self._try_resume()
+
+    def _try_resume(self) -> None:
+        if self.checkpoint is None:
+            return
+        state = load_checkpoint(self.checkpoint)
+        if state is None or state.get("tag") != self.tag:
+            return
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.history = state["history"]
+        self.epoch = state["epoch"]
+        dev = next(self.model.parameters()).device
+        _set_rng_state(state["rng"], dev)
+        self.guard.snapshot()
+        self.resumed_from = self.epoch
+
+    def save(self) -> None:
+        if self.checkpoint is None:
+            return
+        dev = next(self.model.parameters()).device
+        save_checkpoint(self.checkpoint, {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                                          "history": self.history, "epoch": self.epoch,
+                                          "rng": _rng_state(dev), "tag": self.tag})
+
+    def run(self, epochs: int, step_batches: Callable[[int], tuple[torch.Tensor, int]],
+            evaluate: Callable[[int], dict[str, Any]] | None = None, eval_every: int = 1,
+            desc: str = "epochs") -> History:
+        """Train until ``epochs``. ``step_batches(epoch)`` runs one epoch of optimiser steps and
+        returns (summed per-run loss ``[R]``, samples seen)."""
+        dev = next(self.model.parameters()).device
+        for epoch in progress(range(self.epoch + 1, epochs + 1), desc, total=epochs - self.epoch):
+            watch = Stopwatch(dev)
+            self.model.train()
+            loss, n = step_batches(epoch)
+            self.history.epoch_seconds.append(watch.elapsed())
+            self.history.epoch_samples.append(n)
+            ok = self.guard.check(loss, epoch, self.history)
+            row: dict[str, Any] = {"epoch": epoch, "loss": loss.tolist(), "finite": ok}
+            if evaluate is not None and (epoch % eval_every == 0 or epoch == epochs):
+                self.model.eval()
+                with torch.no_grad():
+                    row.update(evaluate(epoch))
+            self.history.rows.append(row)
+            self.epoch = epoch
+            if self.checkpoint is not None and (epoch % self.checkpoint_every == 0 or epoch == epochs):
+                self.save()
+        return self.history
+
+
+# --------------------------------------------------------------------------- M1 training
+@torch.no_grad()
+def m1_elbo(model: M1, x: torch.Tensor, batch: int = 5000, binarise: bool = True,
+            seed: int = 0) -> torch.Tensor:
+    """Per-run mean ELBO (nats) over ``x [N, D]`` with a seeded binarisation: ``[R]``."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    total = torch.zeros(model.runs, device=x.device)
+    for lo in range(0, len(x), batch):
+        xb = x[lo:lo + batch]
+        if binarise:
+            xb = torch.bernoulli(xb, generator=g)
+        total += model.elbo(xb.expand(model.runs, *xb.shape)).sum(1)
+    return total / len(x)
+
+
+@torch.no_grad()
+def m1_posterior(model: M1, x: torch.Tensor, batch: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of ``q(z|x)`` for grey-level ``x [N, D]``: ``[R, N, Z]`` each."""
+    mus, lvs = [], []
+    for lo in range(0, len(x), batch):
+        xb = x[lo:lo + batch]
+        mu, lv = model.encode(xb.expand(model.runs, *xb.shape))
+        mus.append(mu)
+        lvs.append(lv)
+    return torch.cat(mus, 1), torch.cat(lvs, 1)
+
+
+def train_m1(model: M1, x_train: torch.Tensor, *, epochs: int, batch_size: int = 100,
+             lr: float = 3e-4, x_valid: torch.Tensor | None = None, eval_every: int = 1,
+             binarise: Literal["dynamic", "none"] = "dynamic", checkpoint: str | Path | None = None,
+             desc: str = "M1") -> Trainer:
+    """Train stacked M1 runs on ``x_train [N, D]`` (on the model's device) with Adam; every run
+    sees its own minibatch order. History rows hold per-run train/valid ELBO."""
+    dev = x_train.device
+    R, N = model.runs, len(x_train)
+    nb = N // batch_size
+    binar = Binariser(binarise)
+    tag = {"kind": "M1", "batch": batch_size, "lr": lr, "N": N, "x_dim": model.x_dim,
+           "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
+           "likelihood": model.likelihood, "binarise": binarise}
+    tr = Trainer(model, lr, checkpoint=checkpoint, tag=tag)
+
+    def step_batches(epoch: int) -> tuple[torch.Tensor, int]:
+        order = torch.argsort(torch.rand(R, N, device=dev), 1)
+        acc = torch.zeros(R, device=dev)
+        for b in range(nb):
+            xb = binar(x_train[order[:, b * batch_size:(b + 1) * batch_size]])
+            elbo = model.elbo(xb)                      # [R, B]
+            loss = -elbo.mean(1)
+            tr.opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            tr.opt.step()
+            acc += loss.detach()
+        return acc / nb, nb * batch_size * R
+
+    def evaluate(epoch: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if x_valid is not None:
+            out["valid_elbo"] = m1_elbo(model, x_valid, binarise=binarise == "dynamic",
+                                        seed=epoch).tolist()
+        return out
+
+    tr.run(epochs, step_batches, evaluate, eval_every, desc)
+    return tr
+
+
+# --------------------------------------------------------------------------- M2 training
+@torch.no_grad()
+def classifier_accuracy(model: M2, x: torch.Tensor, y: torch.Tensor, batch: int = 10000) -> torch.Tensor:
+    """Per-run accuracy of ``argmax q(y|x)`` on ``x [N, D]`` (or ``[R, N, D]``): ``[R]``."""
+    correct = torch.zeros(model.runs, device=x.device)
+    n = x.shape[-2]
+    for lo in range(0, n, batch):
+        xb = x[..., lo:lo + batch, :]
+        if xb.ndim == 2:
+            xb = xb.expand(model.runs, *xb.shape)
+        pred = model.classify(xb).argmax(-1)
+        correct += (pred == y[lo:lo + batch]).float().sum(1)
+    return correct / n
+
+
+@dataclass
+class M2Data:
+    """Everything an M2 run needs, resident on the device.
+
+    ``x`` ``[N, D]`` (or ``[R, N, D]``, one per run) the training inputs (pixels, or M1
+    posterior means); ``x_logvar`` optional M1 posterior log-variances of the same shape: then
+    every minibatch is a fresh sample ``x + exp(logvar/2) * eps`` (M1+M2), not binarised;
+    ``labelled [R, N_l]`` indices into ``x`` per run (``y`` are the labels of ``x``).
+    The unlabelled pool of run r is every training point not in its labelled set.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    labelled: torch.Tensor
+    x_logvar: torch.Tensor | None = None
+    use_unlabelled: bool = True
+
+
+def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
+             labelled_per_batch: int | None = None, unlabelled_per_batch: int | None = None,
+             lr: float = 3e-4,
+             betas: tuple[float, float] = (0.9, 0.999), alpha_factor: float = 0.1,
+             binarise: Literal["dynamic", "none"] = "dynamic",
+             evaluate: Callable[[int], dict[str, Any]] | None = None, eval_every: int = 1,
+             checkpoint: str | Path | None = None, desc: str = "M2") -> Trainer:
+    """Train stacked M2 runs (objective eq. 9) with Adam.
+
+    Each epoch has ``n_batches`` minibatches; each holds ``N_u / n_batches`` unlabelled points
+    (every unlabelled point once per epoch) and ``labelled_per_batch`` labelled points (default
+    ``ceil(N_l / n_batches)``), the labelled set cycled through in a fresh order per epoch.
+    Paper: N=100 -> 100 batches of 1 labelled + 499 unlabelled; other N -> 200 batches.
+    ``unlabelled_per_batch`` overrides ``N_u / n_batches``: then an "epoch" visits
+    ``n_batches * unlabelled_per_batch`` unlabelled points of a fresh permutation (a partial
+    pass when that is fewer than ``N_u``; used by the reduced CPU profile).
+    """
+    dev = data.x.device
+    R = model.runs
+    if data.labelled.shape[0] != R:
+        raise ValueError(f"labelled has {data.labelled.shape[0]} rows, the model {R} runs")
+    n_l = data.labelled.shape[1]
+    N = data.x.shape[-2]
+    stacked_x = data.x.ndim == 3
+    # unlabelled pool per run: all indices not in its labelled set
+    mask = torch.ones(R, N, dtype=torch.bool, device=dev)
+    mask[torch.arange(R, device=dev)[:, None], data.labelled] = False
+    pool = torch.stack([torch.nonzero(m).flatten() for m in mask]) if data.use_unlabelled else None
+    n_u = pool.shape[1] if pool is not None else 0
+    bu = min(unlabelled_per_batch or n_u // n_batches, n_u // n_batches)
+    bl = labelled_per_batch or -(-n_l // n_batches)
+    alpha = alpha_weight(n_l + n_u, n_l, alpha_factor)
+    binar = Binariser(binarise)
+    ar = torch.arange(R, device=dev)[:, None]
+    tag = {"kind": "M2", "n_l": n_l, "n_batches": n_batches, "bl": bl, "bu": bu, "lr": lr, "N": N,
+           "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
+           "alpha_factor": alpha_factor, "x_dim": model.x_dim, "likelihood": model.likelihood}
+    tr = Trainer(model, lr, betas, checkpoint=checkpoint, tag=tag)
+    tr.alpha = alpha
+
+    def gather(idx: torch.Tensor) -> torch.Tensor:
+        xb = data.x[ar, idx] if stacked_x else data.x[idx]
+        if data.x_logvar is not None:  # M1+M2: a fresh sample of the M1 latent per minibatch
+            lv = data.x_logvar[ar, idx] if data.x_logvar.ndim == 3 else data.x_logvar[idx]
+            return xb + torch.exp(0.5 * lv) * torch.randn_like(xb)
+        return binar(xb)
+
+    def step_batches(epoch: int) -> tuple[torch.Tensor, int]:
+        lperm = torch.argsort(torch.rand(R, n_l, device=dev), 1)
+        lidx_all = torch.gather(data.labelled, 1, lperm)
+        if pool is not None:
+            uidx_all = torch.gather(pool, 1, torch.argsort(torch.rand(R, n_u, device=dev), 1))
+        acc = torch.zeros(R, device=dev)
+        for b in range(n_batches):
+            pos = (b * bl + torch.arange(bl, device=dev)) % n_l
+            lidx = lidx_all[:, pos]
+            xl, yl = gather(lidx), data.y[lidx]
+            xu = gather(uidx_all[:, b * bu:(b + 1) * bu]) if pool is not None else None
+            out = m2_objective(model, xl, yl, xu, n_l, n_u, alpha)
+            tr.opt.zero_grad(set_to_none=True)
+            out["loss"].sum().backward()
+            tr.opt.step()
+            acc += out["loss"].detach()
+        return acc / n_batches, n_batches * (bu + bl) * R
+
+    tr.run(epochs, step_batches, evaluate, eval_every, desc)
+    return tr
+
+
+# --------------------------------------------------------------------------- experiments
+@torch.no_grad()
+def test_error_percent(model: M2, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Per-run test error (%) of ``argmax q(y|x)``."""
+    return [round(100.0 * (1.0 - a), 3) for a in classifier_accuracy(model, x, y).tolist()]
+
+
+def m2_group(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor,
+             y_valid: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+             n_labelled: int | None, seeds: Sequence[int], epochs: int, n_batches: int,
+             labelled_per_batch: int | None, hidden: Sequence[int], z_dim: int = 50,
+             unlabelled_per_batch: int | None = None, use_unlabelled: bool = True,
+             lr: float = 3e-4, alpha_factor: float = 0.1, eval_every: int = 1,
+             likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
+             checkpoint: str | Path | None = None, desc: str = "M2") -> dict[str, Any]:
+    """Train ``len(seeds)`` stacked M2 runs with ``n_labelled`` labels (a balanced draw per seed)
+    and report per-run validation-accuracy curves, test error (%) and timing.
+    ``n_labelled=None`` trains a fully labelled M2 (all training labels, no U(x) term).
+
+    Pixels are binarised dynamically; with ``x_logvar`` (M1+M2) inputs are M1 posterior samples
+    for training and posterior means for validation/test.
+    """
+    dev = x_train.device
+    # this group's noise (init is per seed anyway; minibatch order, binarisation, z samples) does
+    # not depend on what ran before it in the notebook
+    torch.manual_seed(1_000_003 * (n_labelled or 0) + 7919 * int(seeds[0]) + z_dim)
+    if n_labelled is None:  # fully labelled: every training point, no unlabelled term
+        n_all = x_train.shape[-2]
+        lab = torch.arange(n_all, device=dev).expand(len(seeds), n_all).contiguous()
+        use_unlabelled, n_labelled = False, n_all
+    else:
+        lab = labelled_subsets(y_train.cpu(), n_labelled, seeds).to(dev)
+    model = M2(x_train.shape[-1], z_dim, hidden, int(y_train.max()) + 1, seeds, likelihood).to(dev)
+    data = M2Data(x=x_train, y=y_train, labelled=lab, x_logvar=x_logvar,
+                  use_unlabelled=use_unlabelled)
+    tr = train_m2(model, data, epochs=epochs, n_batches=n_batches,
+                  labelled_per_batch=labelled_per_batch, unlabelled_per_batch=unlabelled_per_batch,
+                  lr=lr, alpha_factor=alpha_factor,
+                  binarise="none" if x_logvar is not None else "dynamic",
+                  evaluate=lambda e: {"valid_acc": classifier_accuracy(model, x_valid, y_valid).tolist()},
+                  eval_every=eval_every, checkpoint=checkpoint, desc=desc)
+    rows = [r for r in tr.history.rows if "valid_acc" in r]
+    return {
+        "model": model,
+        "n_labelled": n_labelled,
+        "seeds": list(seeds),
+        "alpha": tr.alpha,
+        "eval_epochs": [r["epoch"] for r in rows],
+        "valid_acc": [[r["valid_acc"][i] for r in rows] for i in range(len(seeds))],
+        "test_error": test_error_percent(model, x_test, y_test),
+        "reverts": tr.history.reverts,
+        "resumed_from": tr.resumed_from,
+        "timing": tr.history.timing(),
+    }
+
+
+def feature_classifier_errors(f_train: torch.Tensor, y_train: torch.Tensor, labelled: torch.Tensor,
+                              f_test: torch.Tensor, y_test: torch.Tensor, C: float = 10.0) -> list[float]:
+    """Test error (%) of an RBF-kernel SVM (scikit-learn ``SVC``, ``gamma="scale"``) fitted on the
+    labelled M1 features of each draw (``labelled [R, N_l]``): a purely supervised stand-in for
+    the paper's transductive SVM (no unlabelled data is used by the classifier). Features are
+    not standardised: that would blow up the near-constant inactive dimensions."""
+    from sklearn.svm import SVC
+
+    f_train, f_test = f_train.cpu().numpy(), f_test.cpu().numpy()
+    y_train, y_test = y_train.cpu().numpy(), y_test.cpu().numpy()
+    errs = []
+    for idx in labelled.cpu().numpy():
+        clf = SVC(C=C, kernel="rbf", gamma="scale").fit(f_train[idx], y_train[idx])
+        errs.append(round(100.0 * float((clf.predict(f_test) != y_test).mean()), 3))
+    return errs
+
+
+@torch.no_grad()
+def m1_manifold(model: M1, n: int, run: int = 0) -> torch.Tensor:
+    """Decoded means on the ``n x n`` grid ``z = Phi^-1((i + 0.5) / n)`` of a 2-D M1: ``[n*n, D]``
+    (rows: z2 from high to low, columns: z1 from low to high)."""
+    if model.z_dim != 2:
+        raise ValueError(f"m1_manifold needs z_dim=2, the model has {model.z_dim}")
+    g = standard_normal_grid(n).to(next(model.parameters()).device)
+    z = torch.stack(torch.meshgrid(g.flip(0), g, indexing="ij"), -1).reshape(-1, 2)[:, [1, 0]]
+    return model.decode_mean(z.expand(model.runs, *z.shape))[run]
+
+
+@torch.no_grad()
+def m2_analogies(model: M2, x: torch.Tensor, y: torch.Tensor, run: int = 0) -> torch.Tensor:
+    """Fig. 2 (analogies): ``z = E[q(z|x, y_true)]`` of each ``x [n, D]``, decoded with every label.
+    Returns ``[n, K, D]``."""
+    R, K = model.runs, model.n_classes
+    mu, _ = model.encode(x.expand(R, *x.shape), y.expand(R, *y.shape))       # [R, n, Z]
+    z = mu[:, :, None].expand(R, len(x), K, model.z_dim)
+    labels = torch.arange(K, device=x.device).expand(R, len(x), K)
+    out = model.decode_mean(z.reshape(R, -1, model.z_dim), labels.reshape(R, -1))
+    return out[run].reshape(len(x), K, -1)
+
+
+@torch.no_grad()
+def m2_style_grid(model: M2, n: int, run: int = 0) -> torch.Tensor:
+    """Fig. 1 (styles): for every label, decoded means over the ``n x n`` quantile grid of a
+    2-D z. Returns ``[K, n*n, D]``."""
+    if model.z_dim != 2:
+        raise ValueError(f"m2_style_grid needs z_dim=2, the model has {model.z_dim}")
+    dev = next(model.parameters()).device
+    g = standard_normal_grid(n).to(dev)
+    z = torch.stack(torch.meshgrid(g.flip(0), g, indexing="ij"), -1).reshape(-1, 2)[:, [1, 0]]
+    K, R = model.n_classes, model.runs
+    zz = z.repeat(K, 1)
+    yy = torch.arange(K, device=dev).repeat_interleave(n * n)
+    out = model.decode_mean(zz.expand(R, *zz.shape), yy.expand(R, *yy.shape))
+    return out[run].reshape(K, n * n, -1)
+
+
+# --------------------------------------------------------------------------- benchmark
+def bench(runs: int = 1, n_batches: int = 100, batch: int = 500, x_dim: int = 784,
+          hidden: int = 500, z_dim: int = 50, steps: int | None = None,
+          device: str | None = None) -> dict[str, Any]:
+    """Time M2 optimiser steps (1 labelled + ``batch - 1`` unlabelled, K=10 marginalisation) on
+    synthetic binary data; extrapolate to an epoch of ``n_batches`` steps."""
+    from .runtime import get_device
+
+    dev = get_device(device)
+    torch.manual_seed(0)
+    model = M2(x_dim, z_dim, (hidden,), seeds=list(range(runs))).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4, fused=dev.type == "cuda" or None)
+    x = (torch.rand(runs, batch, x_dim, device=dev) < 0.2).float()
+    y = torch.randint(0, 10, (runs, 1), device=dev)
+    steps = steps or (10 if dev.type == "cpu" else 50)
+
+    def step() -> None:
+        out = m2_objective(model, x[:, :1], y, x[:, 1:], 100, 49_900, 50.0)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].sum().backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    w = Stopwatch(dev)
+    for _ in range(steps):
+        step()
+    dt = w.elapsed() / steps
+    return {"device": str(dev), "runs": runs, "batch": batch, "step_seconds": round(dt, 5),
+            "epoch_seconds": round(dt * n_batches, 3),
+            "samples_per_second_all_runs": round(runs * batch / dt, 1),
+            "threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m common.kingma", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="time an M2 epoch (100 steps of 500) on this device")
+    b.add_argument("--runs", type=int, nargs="+", default=[1],
+                   help="stacked runs to time, e.g. --runs 1 3 12")
+    b.add_argument("--steps", type=int, default=None)
+    b.add_argument("--device", default=None)
+    b.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a shared, busy CPU)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for r in args.runs:
+        res = bench(runs=r, steps=args.steps, device=args.device)
+        print(" ".join(f"{k}={v}" for k, v in res.items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,256 @@
+"""Unit tests for common.kingma (M1, M2, bounds, stacking, guards) on small synthetic tensors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from common import kingma as K
+from common.training import NonFiniteError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP thrashing on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_m2(likelihood="bernoulli", seeds=(0, 1), n_classes=5, hidden=(7,)):
+    return K.M2(x_dim=12, z_dim=3, hidden=hidden, n_classes=n_classes, seeds=seeds,
+                likelihood=likelihood)
+
+
+def test_gaussian_kl_matches_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(4, 3, generator=g)
+    logvar = torch.randn(4, 3, generator=g) * 0.5
+    eps = torch.randn(200_000, 4, 3, generator=g)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    log_q = K.gaussian_log_density(z, mu, logvar)
+    log_p = K.gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+    mc = (log_q - log_p).mean(0)
+    exact = K.gaussian_kl(mu, logvar)
+    assert torch.allclose(mc, exact, atol=0.03), (mc, exact)
+    assert (exact > 0).all()
+    assert K.gaussian_kl(torch.zeros(1, 3), torch.zeros(1, 3)).item() == 0.0
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_marginalised_unlabelled_bound_equals_explicit_loop(likelihood):
+    torch.manual_seed(0)
+    m = small_m2(likelihood)
+    x = torch.rand(2, 6, 12)
+    if likelihood == "bernoulli":
+        x = torch.bernoulli(x)
+    eps = torch.randn(2, 6, 5, 3)
+    vec = m.unlabelled_bound(x, eps)
+    loop = m.unlabelled_bound_loop(x, eps)
+    assert vec.shape == (2, 6)
+    torch.testing.assert_close(vec, loop, rtol=1e-5, atol=1e-4)
+    # and the bound is below the best label's bound plus the entropy ceiling log K
+    per_label = torch.stack([m.labelled_bound(x, torch.full((2, 6), k), eps[:, :, k])
+                             for k in range(5)], -1)
+    assert (vec <= per_label.max(-1).values + math.log(5) + 1e-4).all()
+
+
+def test_labelled_bound_depends_on_label():
+    torch.manual_seed(1)
+    m = small_m2()
+    x = torch.bernoulli(torch.rand(2, 4, 12))
+    eps = torch.randn(2, 4, 3)
+    a = m.labelled_bound(x, torch.zeros(2, 4, dtype=torch.long), eps)
+    b = m.labelled_bound(x, torch.ones(2, 4, dtype=torch.long), eps)
+    assert not torch.allclose(a, b)
+
+
+def test_alpha_weight_values_and_errors():
+    assert K.alpha_weight(50_000, 100) == pytest.approx(50.0)
+    assert K.alpha_weight(50_000, 3000) == pytest.approx(50_000 * 0.1 / 3000)
+    with pytest.raises(ValueError, match="n_labelled"):
+        K.alpha_weight(50_000, 0)
+
+
+def test_objective_alpha_scaling_is_per_labelled_point():
+    """loss(alpha) - loss(0) = -alpha * (N_l / B_l) * sum(log q(y|x)) / (N_l + N_u)."""
+    m = small_m2()
+    xl, yl = torch.bernoulli(torch.rand(2, 3, 12)), torch.randint(0, 5, (2, 3))
+    xu = torch.bernoulli(torch.rand(2, 4, 12))
+    n_l, n_u = 30, 170
+    torch.manual_seed(5)
+    a = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha=7.0)["loss"]
+    torch.manual_seed(5)
+    b = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha=0.0)["loss"]
+    log_q = torch.log_softmax(m.classify(xl), -1).gather(-1, yl[..., None])[..., 0]
+    expected = -7.0 * (n_l / 3) * log_q.sum(1) / (n_l + n_u)
+    torch.testing.assert_close(a - b, expected, rtol=1e-4, atol=1e-4)
+    # per-run alpha tensors act run by run
+    torch.manual_seed(5)
+    c = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha=torch.tensor([7.0, 0.0]))["loss"]
+    torch.testing.assert_close(c, torch.stack([a[0], b[1]]), rtol=1e-5, atol=1e-5)
+
+
+def test_balanced_subset_counts_and_seeding():
+    labels = torch.arange(10).repeat_interleave(40)[torch.randperm(400, generator=torch.Generator().manual_seed(3))]
+    idx = K.labelled_subsets(labels, 100, seeds=[0, 1, 2])
+    assert idx.shape == (3, 100)
+    for row in idx:
+        assert torch.bincount(labels[row], minlength=10).tolist() == [10] * 10
+        assert len(torch.unique(row)) == 100
+    assert torch.equal(idx, K.labelled_subsets(labels, 100, seeds=[0, 1, 2]))
+    assert not torch.equal(idx[0], idx[1])
+    with pytest.raises(ValueError, match="multiple"):
+        K.labelled_subsets(labels, 55, seeds=[0])
+
+
+def test_feature_selection_rule():
+    g = torch.Generator().manual_seed(0)
+    stds = torch.tensor([0.05, 0.2, 0.5, 0.0, 0.09, 0.11])
+    mu = torch.randn(20_000, 6, generator=g) * stds + 3.0
+    assert K.select_active_dims(mu).tolist() == [1, 2, 5]
+    assert K.select_active_dims(mu, threshold=0.3).tolist() == [2]
+    with pytest.raises(ValueError, match="mu"):
+        K.select_active_dims(mu[0])
+
+
+def test_dynamic_binarisation_statistics():
+    torch.manual_seed(0)
+    p = torch.linspace(0, 1, 11).repeat(20_000, 1)
+    b = K.Binariser("dynamic")
+    s1, s2 = b(p), b(p)
+    assert set(torch.unique(s1).tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(s1.mean(0), p[0], atol=0.015, rtol=0)
+    assert (s1[:, 0] == 0).all() and (s1[:, -1] == 1).all()
+    assert not torch.equal(s1, s2)  # a fresh sample per call (per minibatch)
+    x = torch.rand(3, 4)
+    assert torch.equal(K.Binariser("none")(x), x)
+    with pytest.raises(ValueError, match="binarise"):
+        K.Binariser("static")
+
+
+def test_standard_normal_grid():
+    grid = K.standard_normal_grid(4)
+    torch.testing.assert_close(grid, -grid.flip(0))
+    assert grid[2].item() == pytest.approx(0.3186, abs=1e-3)  # Phi^-1(0.625)
+    assert K.standard_normal_grid(3)[1].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_stacked_runs_are_independent():
+    m = small_m2(seeds=(3, 4))
+    single = small_m2(seeds=(4,))
+    # run 1 of the stack is initialised exactly like a model of seed 4 alone
+    for (name, p), q in zip(m.named_parameters(), single.parameters()):
+        torch.testing.assert_close(p[1:2], q, msg=name)
+    x = torch.bernoulli(torch.rand(2, 5, 12))
+    loss = -m.unlabelled_bound(x)[0].sum()  # only run 0
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad[1].abs().max() == 0, name
+    assert any(p.grad[0].abs().max() > 0 for p in m.parameters())
+
+
+def test_guard_reverts_only_the_diverged_run():
+    m = small_m2()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    guard = K.Guard(m, opt, max_reverts=2)
+    hist = K.History()
+    before = [p.detach().clone() for p in m.parameters()]
+    with torch.no_grad():
+        for p in m.parameters():
+            p[0] += 1.0
+            p[1] = float("nan")
+    assert not guard.check(torch.tensor([1.0, float("nan")]), epoch=3, history=hist)
+    for p, b in zip(m.parameters(), before):
+        torch.testing.assert_close(p[1], b[1])          # run 1 put back
+        torch.testing.assert_close(p[0], b[0] + 1.0)    # run 0 untouched
+    assert hist.reverts == [{"epoch": 3, "run": 1}]
+    assert guard.check(torch.tensor([1.0, 2.0]), epoch=4, history=hist)
+    with torch.no_grad():
+        next(m.parameters())[1] = float("inf")
+    guard.check(torch.tensor([1.0, 1.0]), epoch=5, history=hist)  # params not finite -> revert 2
+    with torch.no_grad():
+        next(m.parameters())[1] = float("inf")
+    with pytest.raises(NonFiniteError, match="run 1"):
+        guard.check(torch.tensor([1.0, 1.0]), epoch=6, history=hist)
+
+
+def test_m1_training_checkpoint_resume(tmp_path):
+    torch.manual_seed(0)
+    x = torch.rand(64, 12)
+    ck = tmp_path / "m1.pt"
+    m = K.M1(x_dim=12, z_dim=2, hidden=(8, 8), seeds=(0, 1))
+    tr = K.train_m1(m, x, epochs=2, batch_size=16, x_valid=x[:20], checkpoint=ck)
+    assert len(tr.history.rows) == 2 and ck.is_file()
+    assert len(tr.history.rows[-1]["valid_elbo"]) == 2
+    m2 = K.M1(x_dim=12, z_dim=2, hidden=(8, 8), seeds=(0, 1))
+    tr2 = K.train_m1(m2, x, epochs=3, batch_size=16, x_valid=x[:20], checkpoint=ck)
+    assert tr2.resumed_from == 2 and len(tr2.history.rows) == 3
+    assert tr2.history.timing()["epochs"] == 3
+    with pytest.raises(ValueError, match="hidden"):
+        K.M1(hidden=())
+
+
+@pytest.mark.parametrize("use_unlabelled", [True, False])
+def test_train_m2_small(use_unlabelled):
+    torch.manual_seed(0)
+    x = torch.rand(200, 12)
+    y = torch.arange(5).repeat(40)
+    lab = K.labelled_subsets(y, 10, seeds=[0, 1], n_classes=5)
+    m = small_m2()
+    data = K.M2Data(x=x, y=y, labelled=lab, use_unlabelled=use_unlabelled)
+    accs = []
+    tr = K.train_m2(m, data, epochs=2, n_batches=4, lr=1e-3,
+                    evaluate=lambda e: {"acc": K.classifier_accuracy(m, x, y).tolist()})
+    accs = tr.history.rows[-1]["acc"]
+    assert len(accs) == 2 and all(0 <= a <= 1 for a in accs)
+    assert all(r["finite"] for r in tr.history.rows)
+    assert tr.alpha == pytest.approx(0.1 * (200 if use_unlabelled else 10) / 10)
+
+
+def test_train_m2_gaussian_features_stacked_input():
+    torch.manual_seed(0)
+    mu = torch.randn(2, 100, 6)
+    lv = torch.full((2, 100, 6), -2.0)
+    y = torch.arange(5).repeat(20)
+    lab = K.labelled_subsets(y, 10, seeds=[0, 1], n_classes=5)
+    m = K.M2(x_dim=6, z_dim=2, hidden=(8,), n_classes=5, seeds=(0, 1), likelihood="gaussian")
+    tr = K.train_m2(m, K.M2Data(x=mu, y=y, labelled=lab, x_logvar=lv), epochs=1, n_batches=3,
+                    binarise="none")
+    assert all(math.isfinite(v) for v in tr.history.rows[0]["loss"])
+
+
+def test_bench_runs_on_cpu():
+    res = K.bench(runs=2, n_batches=10, batch=20, x_dim=12, hidden=8, z_dim=2, steps=2,
+                  device="cpu")
+    assert res["runs"] == 2 and res["epoch_seconds"] > 0
+
+
+def test_figure_helpers_shapes_and_checks():
+    m1 = K.M1(x_dim=12, z_dim=2, hidden=(8,), seeds=(0,))
+    grid = K.m1_manifold(m1, 3)
+    assert grid.shape == (9, 12) and ((grid >= 0) & (grid <= 1)).all()
+    with pytest.raises(ValueError, match="z_dim=2"):
+        K.m1_manifold(K.M1(x_dim=12, z_dim=3, hidden=(8,)), 3)
+    m = small_m2(seeds=(0,))
+    x, y = torch.rand(4, 12), torch.tensor([0, 1, 2, 3])
+    ana = K.m2_analogies(m, x, y)
+    assert ana.shape == (4, 5, 12)
+    # the row of a point decoded with its own label equals decoding the mean of q(z|x,y)
+    mu, _ = m.encode(x[None], y[None])
+    torch.testing.assert_close(ana[torch.arange(4), y], m.decode_mean(mu, y[None])[0])
+    m_2d = K.M2(x_dim=12, z_dim=2, hidden=(7,), n_classes=5, seeds=(0,))
+    assert K.m2_style_grid(m_2d, 3).shape == (5, 9, 12)
+
+
+def test_feature_classifier_errors_learns_separable_features():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat(100)
+    f = torch.randn(300, 2, generator=g) * 0.1 + y[:, None].float() * 2.0
+    lab = K.labelled_subsets(y, 30, seeds=[0, 1], n_classes=3)
+    errs = K.feature_classifier_errors(f, y, lab, f, y)
+    assert len(errs) == 2 and max(errs) < 1.0
+    shuffled = K.feature_classifier_errors(torch.randn(300, 2, generator=g), y, lab, f, y)
+    assert min(shuffled) > 20.0
