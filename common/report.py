@@ -34,10 +34,10 @@ def results_table(records: list[dict[str, Any]]) -> str:
         commit = prov["commit"][:8] + ("+dirty" if prov.get("dirty") else "")
         wall = f"{prov['wall_time_s'] / 60:.1f} min" if prov.get("wall_time_s") else "—"
         for row in rec.get("summary", []):
-            lines.append("| " + " | ".join([
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in [
                 rec["notebook"], row["quantity"] + (f" ({row['note']})" if row.get("note") else ""),
                 _fmt(row["ours"]), _fmt(row["paper"]), row["unit"], profile, prov["device"],
-                wall, commit]) + " |")
+                wall, commit]) + " |")  # '|' inside a cell would split it
     return "\n".join(lines)
 
 

@@ -42,13 +42,14 @@ def test_readme_table_generated_from_metrics(tmp_path):
     res = tmp_path / "results"
     results.save_metrics(res / "04_demo", "04_demo", profile="cpu", seeds=[1], device=torch.device("cpu"),
                          wall_time_s=120.0, config={}, metrics={}, reduced=False,
-                         summary=[{"quantity": "probe acc", "ours": 97.5, "paper": None, "unit": "%"}])
+                         summary=[{"quantity": "probe acc", "ours": 97.5, "paper": None, "unit": "%"},
+                                  {"quantity": "max |x - y|", "ours": 1e-5, "paper": None, "unit": "abs"}])
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{report.START}\nold\n{report.END}\ntail\n")
     assert report.update_readme(readme, res)
     text = readme.read_text()
     assert "| 04_demo | probe acc | 97.5 | — | % | cpu |" in text and "old" not in text and text.endswith("tail\n")
-    assert "2.0 min" in text
+    assert "2.0 min" in text and "| max \\|x - y\\| |" in text
     assert not report.update_readme(readme, res)  # idempotent
 
 
