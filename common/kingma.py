@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,6 +426,11 @@ def _set_rng_state(s: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(s["cuda"], device)
 
 
+def code_hash() -> str:
+    """Hash of this module's source: a checkpoint written by other code is never resumed."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 class Trainer:
     """Epoch loop shared by M1 and M2: Adam, per-epoch NaN guard, checkpoint/resume, timing,
     an ``evaluate(epoch)`` callback every ``eval_every`` epochs."""
@@ -441,7 +447,7 @@ class Trainer:
         self.guard = Guard(model, self.opt)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.checkpoint_every = checkpoint_every
-        self.tag = dict(tag or {})
+        self.tag = {**dict(tag or {}), "code": code_hash()}
         self.resumed_from = None
         self._try_resume()
 

@@ -572,11 +572,12 @@ class TrainConfig:
     channels_last: bool = False
 
     def key(self, model_cfg: dict[str, Any]) -> str:
-        """Short hash of everything that determines the run except the time budget."""
+        """Short hash of everything that determines the run except the time budget, including
+        this module's source (a checkpoint written by other model code is never resumed)."""
         d = {k: v for k, v in asdict(self).items()
              if k not in ("max_train_seconds", "max_steps", "checkpoint_every_seconds")}
-        blob = json.dumps({"train": d, "model": model_cfg}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+        blob = json.dumps({"train": d, "model": model_cfg}, sort_keys=True).encode()
+        return hashlib.sha1(blob + Path(__file__).read_bytes()).hexdigest()[:10]
 
 
 def l2_penalty(model: nn.Module) -> torch.Tensor:

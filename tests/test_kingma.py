@@ -177,7 +177,7 @@ def test_guard_reverts_only_the_diverged_run():
         guard.check(torch.tensor([1.0, 1.0]), epoch=6, history=hist)
 
 
-def test_m1_training_checkpoint_resume(tmp_path):
+def test_m1_training_checkpoint_resume(tmp_path, monkeypatch):
     torch.manual_seed(0)
     x = torch.rand(64, 12)
     ck = tmp_path / "m1.pt"
@@ -189,6 +189,11 @@ def test_m1_training_checkpoint_resume(tmp_path):
     tr2 = K.train_m1(m2, x, epochs=3, batch_size=16, x_valid=x[:20], checkpoint=ck)
     assert tr2.resumed_from == 2 and len(tr2.history.rows) == 3
     assert tr2.history.timing()["epochs"] == 3
+    # a checkpoint written by different model code is not resumed
+    monkeypatch.setattr(K, "code_hash", lambda: "other-code")
+    m3 = K.M1(x_dim=12, z_dim=2, hidden=(8, 8), seeds=(0, 1))
+    tr3 = K.train_m1(m3, x, epochs=1, batch_size=16, x_valid=x[:20], checkpoint=ck)
+    assert tr3.resumed_from is None and len(tr3.history.rows) == 1
     with pytest.raises(ValueError, match="hidden"):
         K.M1(hidden=())
 
