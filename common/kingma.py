@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .training import EpochLog, NonFiniteError, load_checkpoint, progress, save_checkpoint
-from .runtime import Stopwatch
+from .runtime import Stopwatch, file_digest
 
 LOG_2PI = math.log(2 * math.pi)
 Likelihood = Literal["bernoulli", "gaussian"]
@@ -427,8 +426,8 @@ def _set_rng_state(s: dict[str, Any], device: torch.device) -> None:
 
 
 def code_hash() -> str:
-    """Hash of this module's source: a checkpoint written by other code is never resumed."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    """Digest of this module's source: a checkpoint written by other code is never resumed."""
+    return file_digest([Path(__file__)])
 
 
 class Trainer:

@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .runtime import file_digest
 from .training import NonFiniteError, check_finite, load_checkpoint, save_checkpoint
 
 LOG2 = math.log(2.0)
@@ -577,7 +578,7 @@ class TrainConfig:
         d = {k: v for k, v in asdict(self).items()
              if k not in ("max_train_seconds", "max_steps", "checkpoint_every_seconds")}
         blob = json.dumps({"train": d, "model": model_cfg}, sort_keys=True).encode()
-        return hashlib.sha1(blob + Path(__file__).read_bytes()).hexdigest()[:10]
+        return hashlib.sha1(blob + file_digest([Path(__file__)]).encode()).hexdigest()[:10]
 
 
 def l2_penalty(model: nn.Module) -> torch.Tensor:

@@ -117,18 +117,24 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def file_digest(paths: Sequence[Path]) -> str:
+    """Short sha256 over the names (relative to the repository) and contents of ``paths``."""
+    h = hashlib.sha256()
+    for path in paths:
+        path = Path(path).resolve()
+        name = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else Path(path.name)
+        h.update(name.as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def source_hash() -> str:
-    """sha256 over the code that produces numbers: ``common/**/*.py`` and ``notebooks/*.ipynb``.
+    """Digest of the code that produces numbers: ``common/**/*.py`` and ``notebooks/*.ipynb``.
 
     Recorded with every result, so a run from an uncommitted tree can still be matched to the
     commit whose files hash the same.
     """
-    h = hashlib.sha256()
-    files = sorted([*REPO_ROOT.glob("common/**/*.py"), *REPO_ROOT.glob("notebooks/*.ipynb")])
-    for path in files:
-        h.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return file_digest(sorted([*REPO_ROOT.glob("common/**/*.py"), *REPO_ROOT.glob("notebooks/*.ipynb")]))
 
 
 def git_state() -> dict[str, Any]:

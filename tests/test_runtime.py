@@ -59,3 +59,14 @@ def test_device_override(monkeypatch):
         monkeypatch.setenv(runtime.DEVICE_ENV, "cuda")
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             runtime.get_device()
+
+
+def test_file_digest_tracks_names_and_contents(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n")
+    b.write_text("x = 1\n")
+    d = runtime.file_digest([a])
+    assert d == runtime.file_digest([a]) and len(d) == 16
+    assert d != runtime.file_digest([b])          # same content, other name
+    a.write_text("x = 2\n")
+    assert d != runtime.file_digest([a])          # other content
