@@ -118,27 +118,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def configure_cpu_threads(device: torch.device) -> int:
-    """On CPU, use as many intra-op threads as there are idle cores (at least 1).
-
-    Small convolutions with more OpenMP threads than free cores are *much* slower (measured
-    here: 16× slower per step with 2 threads on 2 cores shared with two other processes), so
-    a shared machine gets 1 thread. Speed only; results do not depend on it beyond float noise.
-    """
-    import os
-
-    if device.type != "cpu":
-        return torch.get_num_threads()
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    n = max(1, min(cores, int(round(cores - busy))))
-    torch.set_num_threads(n)
-    return n
-
-
 # --------------------------------------------------------------------------- data
 @dataclass
 class SplitData:

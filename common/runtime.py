@@ -32,6 +32,7 @@ import torch
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "full")
 PROFILE_ENV = "REPRO_PROFILE"
 DEVICE_ENV = "REPRO_DEVICE"
+THREADS_ENV = "REPRO_THREADS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -89,6 +90,28 @@ def get_device(prefer: str | None = None) -> torch.device:
             raise RuntimeError(f"device {name!r} requested but CUDA is not available")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads(requested: int | None, device: torch.device) -> int:
+    """Fix torch's CPU intra-op thread count: ``$REPRO_THREADS`` > ``requested`` > torch's default.
+
+    One policy for every notebook: the CPU profiles request a fixed count (1), so a run does
+    not depend on how busy the machine was. On a shared 2-core machine, small models with more
+    OpenMP threads than free cores ran 15-25x slower per step (measured here); on an idle one,
+    2 threads were 1.2-1.5x faster (M2 steps), so ``REPRO_THREADS=2`` is worth it there.
+    Results depend on the count only through float summation order. The count is recorded in
+    :func:`provenance` (``torch_threads``). On a GPU the CPU thread count is left alone.
+    """
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"${THREADS_ENV} must be a positive integer, got {env!r}")
+        requested = int(env)
+    if requested is not None and device.type == "cpu":
+        if int(requested) < 1:
+            raise ValueError(f"threads must be a positive integer, got {requested!r}")
+        torch.set_num_threads(int(requested))
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:

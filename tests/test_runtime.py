@@ -70,3 +70,22 @@ def test_file_digest_tracks_names_and_contents(tmp_path):
     assert d != runtime.file_digest([b])          # same content, other name
     a.write_text("x = 2\n")
     assert d != runtime.file_digest([a])          # other content
+
+
+def test_set_threads_env_overrides_and_bad_values_fail(monkeypatch):
+    before = torch.get_num_threads()
+    cpu = torch.device("cpu")
+    try:
+        monkeypatch.delenv(runtime.THREADS_ENV, raising=False)
+        assert runtime.set_threads(1, cpu) == 1
+        monkeypatch.setenv(runtime.THREADS_ENV, "2")
+        assert runtime.set_threads(1, cpu) == 2            # the environment wins
+        monkeypatch.setenv(runtime.THREADS_ENV, "two")
+        with pytest.raises(ValueError, match="REPRO_THREADS"):
+            runtime.set_threads(1, cpu)
+        monkeypatch.delenv(runtime.THREADS_ENV)
+        with pytest.raises(ValueError, match="positive"):
+            runtime.set_threads(0, cpu)
+        assert runtime.set_threads(None, cpu) == torch.get_num_threads()   # left alone
+    finally:
+        torch.set_num_threads(before)
