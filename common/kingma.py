@@ -430,25 +430,14 @@ def code_hash() -> str:
     return file_digest([Path(__file__)])
 
 
-def cosine_lr(lr: float, lr_final: float | None, epoch: int, epochs: int) -> float:
-    """Learning rate of ``epoch`` (1-based) of ``epochs``: constant ``lr`` when ``lr_final`` is
-    None (the paper), else a cosine from ``lr`` (epoch 1) down to ``lr_final`` (last epoch)."""
-    if lr_final is None or epochs <= 1:
-        return lr
-    t = (epoch - 1) / (epochs - 1)
-    return lr_final + 0.5 * (lr - lr_final) * (1.0 + math.cos(math.pi * t))
-
-
 class Trainer:
     """Epoch loop shared by M1 and M2: Adam, per-epoch NaN guard, checkpoint/resume, timing,
-    an ``evaluate(epoch)`` callback every ``eval_every`` epochs, and an optional per-epoch
-    cosine learning-rate decay to ``lr_final`` (:func:`cosine_lr`; None keeps ``lr`` fixed)."""
+    an ``evaluate(epoch)`` callback every ``eval_every`` epochs."""
 
     def __init__(self, model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  checkpoint: str | Path | None = None, checkpoint_every: int = 50,
-                 tag: dict[str, Any] | None = None, lr_final: float | None = None) -> None:
+                 tag: dict[str, Any] | None = None) -> None:
         self.model = model
-        self.lr, self.lr_final = lr, lr_final
         on_cuda = next(model.parameters()).is_cuda
         # fused Adam: one kernel for all parameters on a GPU (elementwise, so still per run)
         self.opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, fused=on_cuda or None)
@@ -457,7 +446,7 @@ class Trainer:
         self.guard = Guard(model, self.opt)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.checkpoint_every = checkpoint_every
-        self.tag = {**dict(tag or {}), "lr_final": lr_final, "code": code_hash()}
+        self.tag = {**dict(tag or {}), "code": code_hash()}
         self.resumed_from = None
         self._try_resume()
 
@@ -491,16 +480,13 @@ class Trainer:
         returns (summed per-run loss ``[R]``, samples seen)."""
         dev = next(self.model.parameters()).device
         for epoch in progress(range(self.epoch + 1, epochs + 1), desc, total=epochs - self.epoch):
-            for group in self.opt.param_groups:
-                group["lr"] = cosine_lr(self.lr, self.lr_final, epoch, epochs)
             watch = Stopwatch(dev)
             self.model.train()
             loss, n = step_batches(epoch)
             self.history.epoch_seconds.append(watch.elapsed())
             self.history.epoch_samples.append(n)
             ok = self.guard.check(loss, epoch, self.history)
-            row: dict[str, Any] = {"epoch": epoch, "loss": loss.tolist(), "finite": ok,
-                                   "lr": self.opt.param_groups[0]["lr"]}
+            row: dict[str, Any] = {"epoch": epoch, "loss": loss.tolist(), "finite": ok}
             if evaluate is not None and (epoch % eval_every == 0 or epoch == epochs):
                 self.model.eval()
                 with torch.no_grad():
@@ -540,8 +526,7 @@ def m1_posterior(model: M1, x: torch.Tensor, batch: int = 10000) -> tuple[torch.
 
 
 def train_m1(model: M1, x_train: torch.Tensor, *, epochs: int, batch_size: int = 100,
-             lr: float = 3e-4, lr_final: float | None = None,
-             x_valid: torch.Tensor | None = None, eval_every: int = 1,
+             lr: float = 3e-4, x_valid: torch.Tensor | None = None, eval_every: int = 1,
              binarise: Literal["dynamic", "none"] = "dynamic", checkpoint: str | Path | None = None,
              desc: str = "M1") -> Trainer:
     """Train stacked M1 runs on ``x_train [N, D]`` (on the model's device) with Adam; every run
@@ -553,7 +538,7 @@ def train_m1(model: M1, x_train: torch.Tensor, *, epochs: int, batch_size: int =
     tag = {"kind": "M1", "batch": batch_size, "lr": lr, "N": N, "x_dim": model.x_dim,
            "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
            "likelihood": model.likelihood, "binarise": binarise}
-    tr = Trainer(model, lr, checkpoint=checkpoint, tag=tag, lr_final=lr_final)
+    tr = Trainer(model, lr, checkpoint=checkpoint, tag=tag)
 
     def step_batches(epoch: int) -> tuple[torch.Tensor, int]:
         order = torch.argsort(torch.rand(R, N, device=dev), 1)
@@ -614,7 +599,7 @@ class M2Data:
 
 def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
              labelled_per_batch: int | None = None, unlabelled_per_batch: int | None = None,
-             lr: float = 3e-4, lr_final: float | None = None,
+             lr: float = 3e-4,
              betas: tuple[float, float] = (0.9, 0.999), alpha_factor: float = 0.1,
              binarise: Literal["dynamic", "none"] = "dynamic",
              evaluate: Callable[[int], dict[str, Any]] | None = None, eval_every: int = 1,
@@ -649,7 +634,7 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     tag = {"kind": "M2", "n_l": n_l, "n_batches": n_batches, "bl": bl, "bu": bu, "lr": lr, "N": N,
            "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
            "alpha_factor": alpha_factor, "x_dim": model.x_dim, "likelihood": model.likelihood}
-    tr = Trainer(model, lr, betas, checkpoint=checkpoint, tag=tag, lr_final=lr_final)
+    tr = Trainer(model, lr, betas, checkpoint=checkpoint, tag=tag)
     tr.alpha = alpha
 
     def gather(idx: torch.Tensor) -> torch.Tensor:
@@ -693,8 +678,8 @@ def m2_group(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor
              n_labelled: int | None, seeds: Sequence[int], epochs: int, n_batches: int,
              labelled_per_batch: int | None, hidden: Sequence[int], z_dim: int = 50,
              unlabelled_per_batch: int | None = None, use_unlabelled: bool = True,
-             lr: float = 3e-4, lr_final: float | None = None, alpha_factor: float = 0.1,
-             eval_every: int = 1, likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
+             lr: float = 3e-4, alpha_factor: float = 0.1, eval_every: int = 1,
+             likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
              checkpoint: str | Path | None = None, desc: str = "M2") -> dict[str, Any]:
     """Train ``len(seeds)`` stacked M2 runs with ``n_labelled`` labels (a balanced draw per seed)
     and report per-run validation-accuracy curves, test error (%) and timing.
@@ -718,7 +703,7 @@ def m2_group(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor
                   use_unlabelled=use_unlabelled)
     tr = train_m2(model, data, epochs=epochs, n_batches=n_batches,
                   labelled_per_batch=labelled_per_batch, unlabelled_per_batch=unlabelled_per_batch,
-                  lr=lr, lr_final=lr_final, alpha_factor=alpha_factor,
+                  lr=lr, alpha_factor=alpha_factor,
                   binarise="none" if x_logvar is not None else "dynamic",
                   evaluate=lambda e: {"valid_acc": classifier_accuracy(model, x_valid, y_valid).tolist()},
                   eval_every=eval_every, checkpoint=checkpoint, desc=desc)

@@ -259,15 +259,3 @@ def test_feature_classifier_errors_learns_separable_features():
     assert len(errs) == 2 and max(errs) < 1.0
     shuffled = K.feature_classifier_errors(torch.randn(300, 2, generator=g), y, lab, f, y)
     assert min(shuffled) > 20.0
-
-
-def test_cosine_lr_schedule_endpoints_and_trainer_applies_it():
-    assert K.cosine_lr(1e-3, None, 5, 10) == 1e-3            # paper: constant
-    assert K.cosine_lr(1e-3, 1e-5, 1, 10) == pytest.approx(1e-3)
-    assert K.cosine_lr(1e-3, 1e-5, 10, 10) == pytest.approx(1e-5)
-    assert K.cosine_lr(1e-3, 1e-5, 6, 11) == pytest.approx(0.5 * (1e-3 + 1e-5))
-    torch.manual_seed(0)
-    x = torch.rand(40, 12)
-    m = K.M1(x_dim=12, z_dim=2, hidden=(8,), seeds=[0])
-    tr = K.train_m1(m, x, epochs=3, batch_size=10, lr=1e-2, lr_final=1e-4)
-    assert [r["lr"] for r in tr.history.rows] == pytest.approx([1e-2, 0.5 * (1e-2 + 1e-4), 1e-4])
