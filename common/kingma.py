@@ -81,6 +81,33 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+class _Softplus(torch.autograd.Function):
+    """``log(1 + e^x)`` as ``max(x, 0) + log(1 + e^-|x|)``, gradient ``sigmoid(x)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.abs().neg_().exp_().add_(1.0).log_().add_(x.clamp_min(0))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.softplus_backward(grad, x, 1.0, 20.0)
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """The softplus activation of every network here (the authors' choice).
+
+    On CPU, ``F.softplus``'s forward is bound by a scalar ``log1p`` (measured 8.9 ms for
+    900k floats on one core, 41 % of an M1+M2 step); the same function written with the
+    vectorised ``exp`` and ``log`` takes 2.8 ms and differs by < 1e-6 (``log(1 + u)`` instead of
+    ``log1p(u)`` for ``u = e^-|x| <= 1``). On GPUs ``F.softplus`` is one fused kernel: kept.
+    """
+    if x.is_cuda:
+        return F.softplus(x)
+    return _Softplus.apply(x)
+
+
 # --------------------------------------------------------------------------- stacked layers
 def _init_weight(runs: int, n_in: int, n_out: int, gens: Sequence[torch.Generator],
                  scale: float = 1.0) -> torch.Tensor:
@@ -116,7 +143,7 @@ class StackedMLP(nn.Module):
 
     def trunk(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
         for layer in self.hidden[start:]:
-            h = F.softplus(layer(h))
+            h = softplus(layer(h))
         return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,14 +251,14 @@ class M2(nn.Module):
         hx = self.enc_x(x)
         if y is None:
             hx = hx[:, :, None]
-        h = F.softplus(hx + self._y_rows(self.enc_y, y))
+        h = softplus(hx + self._y_rows(self.enc_y, y))
         mu, logvar = self.encoder(h).chunk(2, -1)
         return mu, logvar
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """Output of ``p(x|y,z)`` (Bernoulli logits, or Gaussian mean and log-variance
         concatenated); ``z [R, B, Z]`` with ``y [R, B]``, or ``z [R, B, K, Z]`` with ``y=None``."""
-        h = F.softplus(self.dec_z(z) + self._y_rows(self.dec_y, y))
+        h = softplus(self.dec_z(z) + self._y_rows(self.dec_y, y))
         return self.decoder(h)
 
     def decode_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from common import kingma as K
 from common.training import NonFiniteError
@@ -259,3 +260,18 @@ def test_feature_classifier_errors_learns_separable_features():
     assert len(errs) == 2 and max(errs) < 1.0
     shuffled = K.feature_classifier_errors(torch.randn(300, 2, generator=g), y, lab, f, y)
     assert min(shuffled) > 20.0
+
+
+def test_softplus_matches_torch_in_value_and_gradient():
+    x = torch.cat([torch.linspace(-40, 40, 2001), torch.tensor([0.0, 1e-8, -1e-8, 25.0])])
+    x64 = x.double().requires_grad_()
+    ref64 = x.double().requires_grad_()
+    out, ref = K.softplus(x64), F.softplus(ref64)
+    # F.softplus returns x itself above x = 20 (threshold): a difference of e^-20 ~ 2e-9 there
+    assert torch.allclose(out, ref, rtol=0, atol=3e-9)
+    assert torch.allclose(out[x.abs() < 19], ref[x.abs() < 19], rtol=0, atol=1e-14)
+    out.sum().backward()
+    ref.sum().backward()
+    assert torch.allclose(x64.grad, ref64.grad, rtol=0, atol=1e-12)
+    assert torch.allclose(K.softplus(x), F.softplus(x), rtol=0, atol=2e-6)      # float32
+    assert torch.autograd.gradcheck(K.softplus, (torch.randn(20, dtype=torch.float64, requires_grad=True),))
