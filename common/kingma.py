@@ -36,7 +36,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -317,9 +317,11 @@ def alpha_weight(n_total: int, n_labelled: int, factor: float = 0.1) -> float:
 
 
 def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None,
-                 n_labelled: int, n_unlabelled: int, alpha: float | torch.Tensor) -> dict[str, torch.Tensor]:
+                 n_labelled: int | torch.Tensor, n_unlabelled: int | torch.Tensor,
+                 alpha: float | torch.Tensor) -> dict[str, torch.Tensor]:
     """Minibatch estimate of ``J^alpha`` (eq. 9) per run, divided by the data size
-    ``n_labelled + n_unlabelled`` (so it reads as a per-point bound).
+    ``n_labelled + n_unlabelled`` (so it reads as a per-point bound). The set sizes and
+    ``alpha`` are numbers, or ``[R]`` tensors when stacked runs have different label counts.
 
     ``xl [R, Bl, D]``, ``yl [R, Bl]``, ``xu [R, Bu, D]`` or None (fully labelled training).
     Each sum is rescaled by (set size / batch size), so it is unbiased for the full-data sums.
@@ -613,15 +615,37 @@ class M2Data:
     ``x`` ``[N, D]`` (or ``[R, N, D]``, one per run) the training inputs (pixels, or M1
     posterior means); ``x_logvar`` optional M1 posterior log-variances of the same shape: then
     every minibatch is a fresh sample ``x + exp(logvar/2) * eps`` (M1+M2), not binarised;
-    ``labelled [R, N_l]`` indices into ``x`` per run (``y`` are the labels of ``x``).
+    ``labelled`` the indices into ``x`` of each run's labelled set (``y`` are the labels of
+    ``x``): an ``[R, N_l]`` tensor, or one 1-D tensor per run when the runs have different
+    label counts (runs of several N stacked into one model).
     The unlabelled pool of run r is every training point not in its labelled set.
     """
 
     x: torch.Tensor
     y: torch.Tensor
-    labelled: torch.Tensor
+    labelled: torch.Tensor | Sequence[torch.Tensor]
     x_logvar: torch.Tensor | None = None
     use_unlabelled: bool = True
+
+
+def pad_index_sets(sets: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row per run from index sets of different sizes: ``[R, max size]`` (each row padded
+    by repeating its own set; padding is never drawn) and the sizes ``[R]``."""
+    sizes = torch.tensor([len(s) for s in sets], device=sets[0].device)
+    if int(sizes.min()) < 1:
+        raise ValueError("every run needs a non-empty index set")
+    width = int(sizes.max())
+    cols = torch.arange(width, device=sizes.device)
+    rows = [s[cols % len(s)] for s in sets]
+    return torch.stack(rows), sizes
+
+
+def ragged_permutation(rows: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Row ``r`` of the result starts with a uniformly random permutation of
+    ``rows[r, :sizes[r]]`` (the rest is padding): one ``argsort`` for all runs."""
+    keys = torch.rand(rows.shape, device=rows.device)
+    keys[torch.arange(rows.shape[1], device=rows.device) >= sizes[:, None]] = 2.0
+    return torch.gather(rows, 1, torch.argsort(keys, 1))
 
 
 def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
@@ -640,29 +664,40 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     ``unlabelled_per_batch`` overrides ``N_u / n_batches``: then an "epoch" visits
     ``n_batches * unlabelled_per_batch`` unlabelled points of a fresh permutation (a partial
     pass when that is fewer than ``N_u``; used by the reduced CPU profile).
+
+    Runs with different label counts (``data.labelled`` a list) share the minibatch shape:
+    ``labelled_per_batch`` defaults to the largest ``ceil(N_l / n_batches)`` (smaller sets are
+    cycled more often: same objective in expectation), the unlabelled batch to the smallest
+    pool's share; each run keeps its own alpha and set sizes in :func:`m2_objective`.
     """
     dev = data.x.device
     R = model.runs
-    if data.labelled.shape[0] != R:
-        raise ValueError(f"labelled has {data.labelled.shape[0]} rows, the model {R} runs")
-    n_l = data.labelled.shape[1]
+    sets = list(data.labelled)
+    if len(sets) != R:
+        raise ValueError(f"labelled has {len(sets)} rows, the model {R} runs")
+    lab, n_l = pad_index_sets(sets)
     N = data.x.shape[-2]
     stacked_x = data.x.ndim == 3
     # unlabelled pool per run: all indices not in its labelled set
     mask = torch.ones(R, N, dtype=torch.bool, device=dev)
-    mask[torch.arange(R, device=dev)[:, None], data.labelled] = False
-    pool = torch.stack([torch.nonzero(m).flatten() for m in mask]) if data.use_unlabelled else None
-    n_u = pool.shape[1] if pool is not None else 0
-    bu = min(unlabelled_per_batch or n_u // n_batches, n_u // n_batches)
-    bl = labelled_per_batch or -(-n_l // n_batches)
-    alpha = alpha_weight(n_l + n_u, n_l, alpha_factor)
+    mask[torch.arange(R, device=dev)[:, None], lab] = False
+    pool, n_u = (pad_index_sets([torch.nonzero(m).flatten() for m in mask]) if data.use_unlabelled
+                 else (None, torch.zeros_like(n_l)))
+    bu = int(n_u.min()) // n_batches
+    bu = min(unlabelled_per_batch or bu, bu)
+    bl = labelled_per_batch or -(-int(n_l.max()) // n_batches)
+    alphas = [alpha_weight(int(a + b), int(a), alpha_factor) for a, b in zip(n_l, n_u)]
+    same = int(n_l.min()) == int(n_l.max()) and int(n_u.min()) == int(n_u.max())
+    # plain numbers when all runs share N (as before), else per-run [R] tensors
+    n_l_obj, n_u_obj, alpha = ((int(n_l[0]), int(n_u[0]), alphas[0]) if same else
+                               (n_l.float(), n_u.float(), torch.tensor(alphas, device=dev)))
     binar = Binariser(binarise)
     ar = torch.arange(R, device=dev)[:, None]
-    tag = {"kind": "M2", "n_l": n_l, "n_batches": n_batches, "bl": bl, "bu": bu, "lr": lr, "N": N,
-           "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
+    tag = {"kind": "M2", "n_l": n_l.tolist(), "n_batches": n_batches, "bl": bl, "bu": bu, "lr": lr,
+           "N": N, "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
            "alpha_factor": alpha_factor, "x_dim": model.x_dim, "likelihood": model.likelihood}
     tr = Trainer(model, lr, betas, checkpoint=checkpoint, tag=tag)
-    tr.alpha = alpha
+    tr.alpha = alphas[0] if same else alphas
 
     def gather(idx: torch.Tensor) -> torch.Tensor:
         xb = data.x[ar, idx] if stacked_x else data.x[idx]
@@ -672,17 +707,16 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
         return binar(xb)
 
     def step_batches(epoch: int) -> tuple[torch.Tensor, int]:
-        lperm = torch.argsort(torch.rand(R, n_l, device=dev), 1)
-        lidx_all = torch.gather(data.labelled, 1, lperm)
+        lidx_all = ragged_permutation(lab, n_l)
         if pool is not None:
-            uidx_all = torch.gather(pool, 1, torch.argsort(torch.rand(R, n_u, device=dev), 1))
+            uidx_all = ragged_permutation(pool, n_u)
         acc = torch.zeros(R, device=dev)
         for b in range(n_batches):
-            pos = (b * bl + torch.arange(bl, device=dev)) % n_l
-            lidx = lidx_all[:, pos]
+            pos = (b * bl + torch.arange(bl, device=dev))[None] % n_l[:, None]      # [R, bl]
+            lidx = torch.gather(lidx_all, 1, pos)
             xl, yl = gather(lidx), data.y[lidx]
             xu = gather(uidx_all[:, b * bu:(b + 1) * bu]) if pool is not None else None
-            out = m2_objective(model, xl, yl, xu, n_l, n_u, alpha)
+            out = m2_objective(model, xl, yl, xu, n_l_obj, n_u_obj, alpha)
             tr.opt.zero_grad(set_to_none=True)
             out["loss"].sum().backward()
             tr.opt.step()
@@ -700,33 +734,40 @@ def test_error_percent(model: M2, x: torch.Tensor, y: torch.Tensor) -> list[floa
     return [round(100.0 * (1.0 - a), 3) for a in classifier_accuracy(model, x, y).tolist()]
 
 
-def m2_group(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor,
-             y_valid: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
-             n_labelled: int | None, seeds: Sequence[int], epochs: int, n_batches: int,
-             labelled_per_batch: int | None, hidden: Sequence[int], z_dim: int = 50,
-             unlabelled_per_batch: int | None = None, use_unlabelled: bool = True,
-             lr: float = 3e-4, alpha_factor: float = 0.1, eval_every: int = 1,
-             likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
-             checkpoint: str | Path | None = None, desc: str = "M2") -> dict[str, Any]:
-    """Train ``len(seeds)`` stacked M2 runs with ``n_labelled`` labels (a balanced draw per seed)
-    and report per-run validation-accuracy curves, test error (%) and timing.
-    ``n_labelled=None`` trains a fully labelled M2 (all training labels, no U(x) term).
+def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor,
+              y_valid: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+              n_labelled: Sequence[int | None], seeds: Sequence[int], epochs: int, n_batches: int,
+              labelled_per_batch: int | None, hidden: Sequence[int], z_dim: int = 50,
+              unlabelled_per_batch: int | None = None, use_unlabelled: bool = True,
+              lr: float = 3e-4, alpha_factor: float = 0.1, eval_every: int = 1,
+              likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
+              checkpoint: str | Path | None = None, desc: str = "M2") -> dict[int | None, dict[str, Any]]:
+    """Train M2 for every label count in ``n_labelled`` and every seed as *one* stacked model
+    (``len(n_labelled) * len(seeds)`` runs, N-major; a balanced label draw per (N, seed)) and
+    report, per N, the validation-accuracy curves, test error (%) of its runs, and the timing of
+    the whole stacked model (``stacked_with`` lists the N that shared it).
+    ``None`` in ``n_labelled`` (alone) trains a fully labelled M2 (all labels, no U(x) term).
 
     Pixels are binarised dynamically; with ``x_logvar`` (M1+M2) inputs are M1 posterior samples
     for training and posterior means for validation/test.
     """
     dev = x_train.device
+    ns = list(n_labelled)
+    if None in ns and len(ns) > 1:
+        raise ValueError("a fully labelled M2 (n_labelled None) cannot be stacked with other N")
     # this group's noise (init is per seed anyway; minibatch order, binarisation, z samples) does
     # not depend on what ran before it in the notebook
-    torch.manual_seed(1_000_003 * (n_labelled or 0) + 7919 * int(seeds[0]) + z_dim)
-    if n_labelled is None:  # fully labelled: every training point, no unlabelled term
+    torch.manual_seed(1_000_003 * sum(n or 0 for n in ns) + 7919 * int(seeds[0]) + z_dim)
+    if ns == [None]:  # fully labelled: every training point, no unlabelled term
         n_all = x_train.shape[-2]
-        lab = torch.arange(n_all, device=dev).expand(len(seeds), n_all).contiguous()
-        use_unlabelled, n_labelled = False, n_all
+        sets = [torch.arange(n_all, device=dev)] * len(seeds)
+        use_unlabelled = False
     else:
-        lab = labelled_subsets(y_train.cpu(), n_labelled, seeds).to(dev)
-    model = M2(x_train.shape[-1], z_dim, hidden, int(y_train.max()) + 1, seeds, likelihood).to(dev)
-    data = M2Data(x=x_train, y=y_train, labelled=lab, x_logvar=x_logvar,
+        sets = [row.to(dev) for n in ns
+                for row in labelled_subsets(y_train.cpu(), n, seeds, int(y_train.max()) + 1)]
+    run_seeds = [int(s) for s in seeds] * len(ns)
+    model = M2(x_train.shape[-1], z_dim, hidden, int(y_train.max()) + 1, run_seeds, likelihood).to(dev)
+    data = M2Data(x=x_train, y=y_train, labelled=sets, x_logvar=x_logvar,
                   use_unlabelled=use_unlabelled)
     tr = train_m2(model, data, epochs=epochs, n_batches=n_batches,
                   labelled_per_batch=labelled_per_batch, unlabelled_per_batch=unlabelled_per_batch,
@@ -735,18 +776,40 @@ def m2_group(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor
                   evaluate=lambda e: {"valid_acc": classifier_accuracy(model, x_valid, y_valid).tolist()},
                   eval_every=eval_every, checkpoint=checkpoint, desc=desc)
     rows = [r for r in tr.history.rows if "valid_acc" in r]
-    return {
-        "model": model,
-        "n_labelled": n_labelled,
-        "seeds": list(seeds),
-        "alpha": tr.alpha,
-        "eval_epochs": [r["epoch"] for r in rows],
-        "valid_acc": [[r["valid_acc"][i] for r in rows] for i in range(len(seeds))],
-        "test_error": test_error_percent(model, x_test, y_test),
-        "reverts": tr.history.reverts,
-        "resumed_from": tr.resumed_from,
-        "timing": tr.history.timing(),
-    }
+    test_error = test_error_percent(model, x_test, y_test)
+    alphas = tr.alpha if isinstance(tr.alpha, list) else [tr.alpha] * model.runs
+    timing = {**tr.history.timing(), **({"stacked_with": ns} if len(ns) > 1 else {})}
+    out = {}
+    for i, n in enumerate(ns):
+        runs = list(range(i * len(seeds), (i + 1) * len(seeds)))
+        out[n] = {
+            "model": model,
+            "runs": runs,
+            "n_labelled": n if n is not None else len(sets[0]),
+            "seeds": list(seeds),
+            "alpha": alphas[runs[0]],
+            "eval_epochs": [r["epoch"] for r in rows],
+            "valid_acc": [[r["valid_acc"][j] for r in rows] for j in runs],
+            "test_error": [test_error[j] for j in runs],
+            "reverts": [v for v in tr.history.reverts if v["run"] in runs],
+            "resumed_from": tr.resumed_from,
+            "timing": timing,
+        }
+    return out
+
+
+def stackable(settings: Mapping[int, Any]) -> list[list[int]]:
+    """Group label counts whose training settings (schedule, widths, ...) are equal: each group
+    can train as one stacked model with :func:`m2_groups`. Order follows ``settings``."""
+    groups: dict[Any, list[int]] = {}
+    for n, value in settings.items():
+        groups.setdefault(repr(value), []).append(n)
+    return list(groups.values())
+
+
+def m2_group(*args: Any, n_labelled: int | None, **kw: Any) -> dict[str, Any]:
+    """:func:`m2_groups` for one label count (``None``: fully labelled): that N's results."""
+    return m2_groups(*args, n_labelled=[n_labelled], **kw)[n_labelled]
 
 
 def feature_classifier_errors(f_train: torch.Tensor, y_train: torch.Tensor, labelled: torch.Tensor,

@@ -275,3 +275,59 @@ def test_softplus_matches_torch_in_value_and_gradient():
     assert torch.allclose(x64.grad, ref64.grad, rtol=0, atol=1e-12)
     assert torch.allclose(K.softplus(x), F.softplus(x), rtol=0, atol=2e-6)      # float32
     assert torch.autograd.gradcheck(K.softplus, (torch.randn(20, dtype=torch.float64, requires_grad=True),))
+
+
+def test_pad_index_sets_and_ragged_permutation():
+    sets = [torch.tensor([3, 7]), torch.tensor([1, 2, 5, 9, 11])]
+    rows, sizes = K.pad_index_sets(sets)
+    assert rows.shape == (2, 5) and sizes.tolist() == [2, 5]
+    assert set(rows[0].tolist()) == {3, 7}                    # padding repeats the run's own set
+    torch.manual_seed(0)
+    firsts = set()
+    for _ in range(200):
+        p = K.ragged_permutation(rows, sizes)
+        assert sorted(p[0, :2].tolist()) == [3, 7]
+        assert sorted(p[1].tolist()) == [1, 2, 5, 9, 11]
+        firsts.add(int(p[1, 0]))
+    assert firsts == {1, 2, 5, 9, 11}                          # every element can come first
+    with pytest.raises(ValueError, match="non-empty"):
+        K.pad_index_sets([torch.tensor([1]), torch.tensor([], dtype=torch.long)])
+
+
+def test_objective_with_per_run_set_sizes_equals_separate_objectives():
+    torch.manual_seed(0)
+    m = small_m2()                                             # 2 stacked runs
+    xl, xu = torch.rand(2, 4, 12), torch.rand(2, 6, 12)
+    yl = torch.randint(0, 5, (2, 4))
+    n_l, n_u = torch.tensor([10.0, 40.0]), torch.tensor([190.0, 160.0])
+    alpha = torch.tensor([K.alpha_weight(200, 10), K.alpha_weight(200, 40)])
+    torch.manual_seed(1)
+    both = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha)["loss"]
+    for r in range(2):
+        torch.manual_seed(1)                                   # the same noise
+        alone = K.m2_objective(m, xl, yl, xu, int(n_l[r]), int(n_u[r]), float(alpha[r]))["loss"]
+        assert torch.allclose(both[r], alone[r], rtol=1e-6, atol=1e-6)
+
+
+def test_m2_groups_stacks_label_counts_into_one_model():
+    torch.manual_seed(0)
+    x, y = torch.rand(300, 12), torch.arange(5).repeat(60)
+    res = K.m2_groups(x, y, x[:50], y[:50], x[:60], y[:60], n_labelled=[10, 40], seeds=[0, 1],
+                      epochs=2, n_batches=5, labelled_per_batch=None, hidden=(8,), z_dim=2, lr=1e-3)
+    assert list(res) == [10, 40]
+    r10, r40 = res[10], res[40]
+    assert r10["model"] is r40["model"] and r10["model"].runs == 4
+    assert r10["runs"] == [0, 1] and r40["runs"] == [2, 3]
+    assert r10["alpha"] == pytest.approx(0.1 * 300 / 10) and r40["alpha"] == pytest.approx(0.1 * 300 / 40)
+    assert len(r10["test_error"]) == 2 and len(r40["valid_acc"]) == 2
+    assert r10["timing"]["stacked_with"] == [10, 40]
+    assert all(math.isfinite(v) for row in r10["model"].state_dict().values() for v in row.flatten().tolist())
+    with pytest.raises(ValueError, match="fully labelled"):
+        K.m2_groups(x, y, x, y, x, y, n_labelled=[None, 10], seeds=[0], epochs=1, n_batches=2,
+                    labelled_per_batch=None, hidden=(8,))
+
+
+def test_stackable_groups_equal_settings_in_order():
+    sched = {100: (2, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None), 3000: (9, 4, None, None)}
+    assert K.stackable(sched) == [[100], [600, 1000], [3000]]
+    assert K.stackable({100: ((1, 2), (300,)), 600: ((1, 2), (500,))}) == [[100], [600]]
