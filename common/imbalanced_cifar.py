@@ -98,7 +98,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
                              batch_size=32, bf16=False, channels_last=False, eval_batch=500,
                              ckpt_every=1),
         "configs": list(losses.study_configs()), "seeds": [0, 1],
-        "budget_s": None, "demo_interrupt": True, "cache_runs": False,
+        "budget_s": None, "demo_interrupt": True, "cache_runs": False, "threads": 1,
     },
     "cpu": {
         "n_major": N_MAJORITY, "n_minor": N_MINORITY, "test_per_class": None,
@@ -108,12 +108,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "configs": ["CE", "inverse frequency", "focal γ=1", "CB-softmax β=0.999",
                     "CB-softmax β=0.9999", "CB-focal γ=1 β=0.999"],
         "seeds": [0, 1, 2], "budget_s": 14 * 60, "demo_interrupt": False, "cache_runs": True,
+        "threads": 1,
     },
     "full": {
         "n_major": N_MAJORITY, "n_minor": N_MINORITY, "test_per_class": None,
         "train": TrainConfig(),
         "configs": list(losses.study_configs()), "seeds": [0, 1, 2],
-        "budget_s": None, "demo_interrupt": False, "cache_runs": True,
+        "budget_s": None, "demo_interrupt": False, "cache_runs": True, "threads": None,
     },
 }
 
@@ -499,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tcfg = replace(tcfg, compile=True)
     device = runtime.get_device()
+    runtime.set_threads(cfg["threads"], device)   # the notebook's policy; $REPRO_THREADS overrides
     if args.dry_run:
         model = build_model(tcfg, device)
         x = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, device=device)

@@ -914,8 +914,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is fastest on a shared, busy CPU)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from .runtime import get_device, set_threads
+
+    set_threads(args.threads, get_device(args.device))   # $REPRO_THREADS overrides
     for r in args.runs:
         res = bench(runs=r, steps=args.steps, device=args.device)
         print(" ".join(f"{k}={v}" for k, v in res.items()), flush=True)
