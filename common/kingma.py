@@ -648,6 +648,15 @@ def ragged_permutation(rows: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     return torch.gather(rows, 1, torch.argsort(keys, 1))
 
 
+def minibatch_shape(n_batches: int, n_labelled: int, n_pool: int, labelled_per_batch: int | None = None,
+                    unlabelled_per_batch: int | None = None) -> tuple[int, int]:
+    """(labelled, unlabelled) points per run in an M2 minibatch: ``labelled_per_batch`` or
+    ``ceil(n_labelled / n_batches)`` (the largest labelled set of a stacked group), and
+    ``n_pool // n_batches`` (the smallest unlabelled pool), capped by ``unlabelled_per_batch``."""
+    bu = n_pool // n_batches
+    return labelled_per_batch or -(-n_labelled // n_batches), min(unlabelled_per_batch or bu, bu)
+
+
 def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
              labelled_per_batch: int | None = None, unlabelled_per_batch: int | None = None,
              lr: float = 3e-4,
@@ -683,9 +692,8 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     mask[torch.arange(R, device=dev)[:, None], lab] = False
     pool, n_u = (pad_index_sets([torch.nonzero(m).flatten() for m in mask]) if data.use_unlabelled
                  else (None, torch.zeros_like(n_l)))
-    bu = int(n_u.min()) // n_batches
-    bu = min(unlabelled_per_batch or bu, bu)
-    bl = labelled_per_batch or -(-int(n_l.max()) // n_batches)
+    bl, bu = minibatch_shape(n_batches, int(n_l.max()), int(n_u.min()), labelled_per_batch,
+                             unlabelled_per_batch)
     alphas = [alpha_weight(int(a + b), int(a), alpha_factor) for a, b in zip(n_l, n_u)]
     same = int(n_l.min()) == int(n_l.max()) and int(n_u.min()) == int(n_u.max())
     # plain numbers when all runs share N (as before), else per-run [R] tensors
@@ -807,6 +815,66 @@ def stackable(settings: Mapping[int, Any]) -> list[list[int]]:
     return list(groups.values())
 
 
+Schedule = tuple[int, int, int | None, int | None]
+"""Per label count: (epochs, minibatches per epoch, labelled per minibatch or None for
+``ceil(N_l / minibatches)``, unlabelled per minibatch or None for every unlabelled point once
+per epoch); the arguments of :func:`train_m2` of those names."""
+
+
+def schedule_groups(schedule: Mapping[int, Schedule],
+                    hidden: Sequence[int] | Callable[[int], Sequence[int]]
+                    ) -> list[tuple[list[int], Schedule, tuple[int, ...]]]:
+    """The stacked models a ``schedule`` trains as: (label counts, their schedule, their hidden
+    widths) for each group of N with equal schedule and widths (``hidden``, or ``hidden(N)``)."""
+    def width(n: int) -> tuple[int, ...]:
+        return tuple(hidden(n) if callable(hidden) else hidden)
+
+    groups = stackable({n: (tuple(s), width(n)) for n, s in schedule.items()})
+    return [(ns, tuple(schedule[ns[0]]), width(ns[0])) for ns in groups]  # type: ignore[misc]
+
+
+def m2_schedule(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor,
+                y_valid: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                schedule: Mapping[int, Schedule],
+                hidden: Sequence[int] | Callable[[int], Sequence[int]],
+                checkpoint: Callable[[str], str | Path | None] | None = None, desc: str = "M2",
+                **kw: Any) -> dict[int, dict[str, Any]]:
+    """Train M2 for every label count of ``schedule`` ``{N: Schedule}``: the N whose schedule and
+    hidden widths (``hidden``, or ``hidden(N)``) are equal train as one stacked model
+    (:func:`schedule_groups`, :func:`m2_groups`). ``checkpoint(tag)`` names the checkpoint of the group
+    whose label counts joined by "_" are ``tag`` (e.g. "600_1000_3000"); ``kw`` goes to
+    :func:`m2_groups` (seeds, z_dim, lr, alpha_factor, ...). Returns ``{N: results}`` in the
+    order of ``schedule``."""
+    res: dict[int, dict[str, Any]] = {}
+    for ns, (epochs, n_batches, per_l, per_u), widths in schedule_groups(schedule, hidden):
+        tag = "_".join(map(str, ns))
+        res.update(m2_groups(x_train, y_train, x_valid, y_valid, x_test, y_test, n_labelled=ns,
+                             epochs=epochs, n_batches=n_batches, labelled_per_batch=per_l,
+                             unlabelled_per_batch=per_u, hidden=widths,
+                             checkpoint=checkpoint(tag) if checkpoint else None,
+                             desc=f"{desc} N={tag}", **kw))
+    return {n: res[n] for n in schedule}
+
+
+def schedule_cost(schedule: Mapping[int, Schedule], n_train: int, n_seeds: int, *,
+                  hidden: Sequence[int] | Callable[[int], Sequence[int]], x_dim: int = 784,
+                  z_dim: int = 50, steps: int = 3, device: str | None = None) -> list[dict[str, Any]]:
+    """What an M2 ``schedule`` costs on this device: per stacked group (as :func:`m2_schedule`
+    groups it, ``n_seeds`` runs per N), the measured seconds of one optimiser step of that
+    minibatch shape (:func:`bench`: synthetic data, Bernoulli likelihood; a Gaussian one costs
+    about the same) times the number of steps. A measured estimate, not a run: e.g. what the
+    paper's 3000 epochs would take on a CPU."""
+    rows = []
+    for ns, (epochs, n_batches, per_l, per_u), widths in schedule_groups(schedule, hidden):
+        bl, bu = minibatch_shape(n_batches, max(ns), n_train - max(ns), per_l, per_u)
+        b = bench(runs=len(ns) * n_seeds, labelled=bl, batch=bl + bu, x_dim=x_dim,
+                  hidden=widths, z_dim=z_dim, steps=steps, device=device)
+        rows.append({"N": list(ns), "runs": b["runs"], "labelled": bl, "unlabelled": bu,
+                     "step_seconds": b["step_seconds"], "steps": epochs * n_batches,
+                     "hours": round(epochs * n_batches * b["step_seconds"] / 3600, 2)})
+    return rows
+
+
 def m2_group(*args: Any, n_labelled: int | None, **kw: Any) -> dict[str, Any]:
     """:func:`m2_groups` for one label count (``None``: fully labelled): that N's results."""
     return m2_groups(*args, n_labelled=[n_labelled], **kw)[n_labelled]
@@ -870,28 +938,31 @@ def m2_style_grid(model: M2, n: int, run: int = 0) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- benchmark
 def bench(runs: int = 1, n_batches: int = 100, batch: int = 500, x_dim: int = 784,
-          hidden: int = 500, z_dim: int = 50, steps: int | None = None,
-          device: str | None = None) -> dict[str, Any]:
-    """Time M2 optimiser steps (1 labelled + ``batch - 1`` unlabelled, K=10 marginalisation) on
-    synthetic binary data; extrapolate to an epoch of ``n_batches`` steps."""
+          hidden: int | Sequence[int] = 500, z_dim: int = 50, steps: int | None = None,
+          device: str | None = None, labelled: int = 1) -> dict[str, Any]:
+    """Time M2 optimiser steps (``labelled`` labelled + ``batch - labelled`` unlabelled points
+    per run, K=10 marginalisation) on synthetic binary data; extrapolate to an epoch of
+    ``n_batches`` steps. Defaults: the paper's N=100 minibatch (1 + 499)."""
     from .runtime import get_device
 
+    if not 0 < labelled < batch:
+        raise ValueError(f"need 0 < labelled < batch, got labelled={labelled}, batch={batch}")
     dev = get_device(device)
     torch.manual_seed(0)
-    model = M2(x_dim, z_dim, (hidden,), seeds=list(range(runs))).to(dev)
+    widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    model = M2(x_dim, z_dim, widths, seeds=list(range(runs))).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=3e-4, fused=dev.type == "cuda" or None)
     x = (torch.rand(runs, batch, x_dim, device=dev) < 0.2).float()
-    y = torch.randint(0, 10, (runs, 1), device=dev)
+    y = torch.randint(0, 10, (runs, labelled), device=dev)
     steps = steps or (10 if dev.type == "cpu" else 50)
 
     def step() -> None:
-        out = m2_objective(model, x[:, :1], y, x[:, 1:], 100, 49_900, 50.0)
+        out = m2_objective(model, x[:, :labelled], y, x[:, labelled:], 100, 49_900, 50.0)
         opt.zero_grad(set_to_none=True)
         out["loss"].sum().backward()
         opt.step()
 
-    for _ in range(2):
-        step()
+    step()  # warm-up: allocations, kernel selection
     w = Stopwatch(dev)
     for _ in range(steps):
         step()

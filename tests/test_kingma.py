@@ -331,3 +331,47 @@ def test_stackable_groups_equal_settings_in_order():
     sched = {100: (2, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None), 3000: (9, 4, None, None)}
     assert K.stackable(sched) == [[100], [600, 1000], [3000]]
     assert K.stackable({100: ((1, 2), (300,)), 600: ((1, 2), (500,))}) == [[100], [600]]
+
+
+def test_minibatch_shape_matches_the_paper_layouts():
+    assert K.minibatch_shape(100, 100, 49_900) == (1, 499)           # N=100: 1 + 499
+    assert K.minibatch_shape(200, 3000, 47_000) == (15, 235)         # N=3000: N/200 + rest
+    assert K.minibatch_shape(200, 600, 49_400) == (3, 247)
+    assert K.minibatch_shape(10, 100, 49_900, 100, 100) == (100, 100)  # reduced cpu layout
+    assert K.minibatch_shape(10, 100, 500, None, 100) == (10, 50)      # capped by the pool
+
+
+def test_m2_schedule_stacks_equal_settings_and_names_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.rand(300, 12), torch.arange(5).repeat(60)
+    tags = []
+
+    def ckpt(tag):
+        tags.append(tag)
+        return tmp_path / f"m2_{tag}.pt"
+
+    sched = {40: (1, 5, None, None), 10: (2, 5, None, None), 20: (1, 5, None, None)}
+    res = K.m2_schedule(x, y, x[:50], y[:50], x[:60], y[:60], schedule=sched,
+                        hidden=lambda n: (8,) if n < 30 else (6,), seeds=[0, 1], z_dim=2,
+                        checkpoint=ckpt)
+    assert list(res) == [40, 10, 20]                      # schedule order
+    assert tags == ["40", "10", "20"]                     # widths differ for 40; schedules for 10/20
+    assert all((tmp_path / f"m2_{t}.pt").is_file() for t in tags)
+    assert res[10]["model"] is not res[20]["model"] and res[40]["model"].hidden_sizes == (6,)
+    both = K.m2_schedule(x, y, x[:50], y[:50], x[:60], y[:60], schedule={10: sched[20], 20: sched[20]},
+                         hidden=(8,), seeds=[0], z_dim=2)
+    assert both[10]["model"] is both[20]["model"] and both[10]["timing"]["stacked_with"] == [10, 20]
+
+
+def test_schedule_cost_times_each_stacked_shape():
+    sched = {10: (2, 5, None, None), 20: (2, 5, None, None), 30: (3, 5, 2, None)}
+    rows = K.schedule_cost(sched, 200, 3, hidden=(8,), x_dim=12, z_dim=2, steps=1)
+    assert [r["N"] for r in rows] == [[10, 20], [30]]
+    assert [r["runs"] for r in rows] == [6, 3]
+    assert [(r["labelled"], r["unlabelled"]) for r in rows] == [(4, 36), (2, 34)]
+    assert [r["steps"] for r in rows] == [10, 15]
+    for r in rows:
+        assert r["step_seconds"] > 0
+        assert r["hours"] == pytest.approx(r["steps"] * r["step_seconds"] / 3600, abs=0.006)
+    with pytest.raises(ValueError, match="labelled"):
+        K.bench(runs=1, batch=4, labelled=4, x_dim=12, hidden=(8,), z_dim=2, steps=1)
