@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .training import EpochLog, NonFiniteError, load_checkpoint, progress, save_checkpoint
+from .training import (EpochLog, NonFiniteError, SegmentUnfinished, load_checkpoint, progress,
+                       save_checkpoint, segment_over)
 from .runtime import Stopwatch, file_digest
 
 LOG_2PI = math.log(2 * math.pi)
@@ -506,9 +507,17 @@ class Trainer:
             evaluate: Callable[[int], dict[str, Any]] | None = None, eval_every: int = 1,
             desc: str = "epochs") -> History:
         """Train until ``epochs``. ``step_batches(epoch)`` runs one epoch of optimiser steps and
-        returns (summed per-run loss ``[R]``, samples seen)."""
+        returns (summed per-run loss ``[R]``, samples seen). When the time segment
+        (:func:`common.training.start_segment`) is over before an epoch, saves the checkpoint
+        and raises :class:`common.training.SegmentUnfinished`: run again to resume."""
         dev = next(self.model.parameters()).device
         for epoch in progress(range(self.epoch + 1, epochs + 1), desc, total=epochs - self.epoch):
+            if segment_over():
+                self.save()
+                where = (f"saved to {self.checkpoint}; run the same command again to resume"
+                         if self.checkpoint else "NOT saved (no checkpoint path): progress is lost")
+                raise SegmentUnfinished(f"{desc}: the time segment ran out after epoch {self.epoch} "
+                                        f"of {epochs}; checkpoint {where}")
             watch = Stopwatch(dev)
             self.model.train()
             loss, n = step_batches(epoch)

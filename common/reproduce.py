@@ -5,7 +5,9 @@
 Each notebook runs into a staging folder ``results/.staging-<name>/``. Only when it finished and
 wrote its ``metrics.json`` is the HTML rendered and the folder swapped into
 ``results/<name>/``; a failure leaves the earlier results untouched, keeps the failed run in
-``results/<name>.failed/`` for inspection, and stops with a non-zero exit.
+``results/<name>.failed/`` for inspection, and stops with a non-zero exit: 3 when a
+notebook's time segment (parameter ``SEGMENT_SECONDS``) ran out before training finished (its
+checkpoints are saved; run the same command again to resume), else 1.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .runtime import PROFILES, REPO_ROOT, ProfileError
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REQUIRED_PARAMETERS = ("PROFILE", "OUT_DIR")
+UNFINISHED_EXIT = 3   # a notebook's time segment (SEGMENT_SECONDS) ran out: run again to resume
 
 
 def _show(path: Path) -> str:
@@ -129,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_one(book, args.profile, extra)
         except Exception as e:  # already reported; stop at the first failure
+            if getattr(e, "ename", None) == "SegmentUnfinished":   # papermill's error names it
+                print(f"!! {book.stem}: its time segment ran out ({e.evalue}). Checkpoints are saved: "
+                      f"run the same command again to resume (exit {UNFINISHED_EXIT}).", file=sys.stderr)
+                return UNFINISHED_EXIT
             print(f"!! {type(e).__name__}: {e}", file=sys.stderr)
             return 1
     from .report import update_readme

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
@@ -29,6 +30,33 @@ def check_finite(value: torch.Tensor | float, what: str, step: int | str | None 
             f"{what} is not finite{where} (value {t.detach().flatten()[:4].tolist()}). "
             f"Training stopped; lower the learning rate or restore the last checkpoint."
         )
+
+
+class SegmentUnfinished(RuntimeError):
+    """Training reached the end of this process's time segment (:func:`start_segment`) before
+    its last epoch; its checkpoint is saved, so running the same command again resumes it."""
+
+
+_segment_deadline: float | None = None
+
+
+def start_segment(seconds: float | None) -> float | None:
+    """Allow this process ``seconds`` of wall time, counted from now, for training (``None``:
+    no limit). A training loop that honours it (:meth:`common.kingma.Trainer.run`) checks
+    :func:`segment_over` before each epoch; once it is over the loop saves its checkpoint and
+    raises :class:`SegmentUnfinished`. For machines that run a command for at most a few
+    minutes: repeat the command until it finishes. Returns the deadline
+    (``time.perf_counter()`` units)."""
+    global _segment_deadline
+    if seconds is not None and not float(seconds) > 0:
+        raise ValueError(f"a segment needs a positive number of seconds, got {seconds!r}")
+    _segment_deadline = None if seconds is None else time.perf_counter() + float(seconds)
+    return _segment_deadline
+
+
+def segment_over() -> bool:
+    """Whether the time segment set by :func:`start_segment` has run out."""
+    return _segment_deadline is not None and time.perf_counter() >= _segment_deadline
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:

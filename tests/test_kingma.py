@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from common import kingma as K
-from common.training import NonFiniteError
+from common.training import NonFiniteError, SegmentUnfinished, segment_over, start_segment
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -375,3 +376,41 @@ def test_schedule_cost_times_each_stacked_shape():
         assert r["hours"] == pytest.approx(r["steps"] * r["step_seconds"] / 3600, abs=0.006)
     with pytest.raises(ValueError, match="labelled"):
         K.bench(runs=1, batch=4, labelled=4, x_dim=12, hidden=(8,), z_dim=2, steps=1)
+
+
+def test_segmented_training_stops_saves_and_resumes_to_the_same_result(tmp_path, monkeypatch):
+    x = torch.rand(64, 12, generator=torch.Generator().manual_seed(0))
+
+    def train(ck):
+        torch.manual_seed(3)
+        m = K.M1(x_dim=12, z_dim=2, hidden=(8,), seeds=(0, 1))
+        return m, K.train_m1(m, x, epochs=3, batch_size=16, x_valid=x[:20], checkpoint=ck)
+
+    whole, _ = train(tmp_path / "whole.pt")
+    calls = iter([False, False, True])                 # the segment runs out before epoch 3
+    monkeypatch.setattr(K, "segment_over", lambda: next(calls))
+    with pytest.raises(SegmentUnfinished, match="after epoch 2 of 3.*run the same command again"):
+        train(tmp_path / "seg.pt")
+    monkeypatch.setattr(K, "segment_over", lambda: False)
+    resumed, tr = train(tmp_path / "seg.pt")
+    assert tr.resumed_from == 2 and len(tr.history.rows) == 3
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(K, "segment_over", lambda: True)
+    with pytest.raises(SegmentUnfinished, match="progress is lost"):
+        K.train_m1(K.M1(x_dim=12, z_dim=2, hidden=(8,), seeds=(0,)), x, epochs=1, batch_size=16)
+
+
+def test_start_segment_sets_and_clears_the_deadline():
+    try:
+        assert start_segment(None) is None and not segment_over()
+        start_segment(1e-9)
+        time.sleep(0.001)
+        assert segment_over()
+        start_segment(3600)
+        assert not segment_over()
+        for bad in (0, -5):
+            with pytest.raises(ValueError, match="positive"):
+                start_segment(bad)
+    finally:
+        start_segment(None)

@@ -78,3 +78,18 @@ def test_param_parsing():
     assert reproduce.parse_param("TAG=abc") == ("TAG", "abc")
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         reproduce.parse_param("RESUME")
+
+
+def test_segment_ran_out_exits_3_and_keeps_results(sandbox, monkeypatch):
+    from common import report
+
+    books, res = sandbox
+    monkeypatch.setattr(report, "update_readme", lambda: False)   # never the real README
+    book = write_book(books / "95_seg.ipynb", GOOD)
+    assert reproduce.main(["--nb", "95", "--profile", "smoke"]) == 0
+    write_book(book, "from common.training import SegmentUnfinished\n"
+                     "raise SegmentUnfinished('M2: the time segment ran out after epoch 4 of 9')\n")
+    assert reproduce.main(["--nb", "95", "--profile", "smoke"]) == reproduce.UNFINISHED_EXIT
+    assert json.loads((res / "95_seg" / "metrics.json").read_text())["v"] == 1
+    write_book(book, CRASH)
+    assert reproduce.main(["--nb", "95", "--profile", "smoke"]) == 1
