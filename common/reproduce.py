@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             run_one(book, args.profile, extra)
         except Exception as e:  # already reported; stop at the first failure
             if getattr(e, "ename", None) == "SegmentUnfinished":   # papermill's error names it
-                print(f"!! {book.stem}: its time segment ran out ({e.evalue}). Checkpoints are saved: "
-                      f"run the same command again to resume (exit {UNFINISHED_EXIT}).", file=sys.stderr)
+                print(f"!! {book.stem}: time segment used up (exit {UNFINISHED_EXIT}): {e.evalue}",
+                      file=sys.stderr)
                 return UNFINISHED_EXIT
             print(f"!! {type(e).__name__}: {e}", file=sys.stderr)
             return 1
