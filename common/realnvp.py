@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .runtime import file_digest
-from .training import NonFiniteError, check_finite, load_checkpoint, save_checkpoint
+from .training import check_finite, load_checkpoint, save_checkpoint
 
 LOG2 = math.log(2.0)
 LOG2PI = math.log(2.0 * math.pi)

@@ -1,8 +1,6 @@
 """Shared fixtures. Real-data tests need the offline mirror ($REPRO_DATA_MIRROR) or prepared data."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from common import data

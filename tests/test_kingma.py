@@ -144,7 +144,7 @@ def test_stacked_runs_are_independent():
     m = small_m2(seeds=(3, 4))
     single = small_m2(seeds=(4,))
     # run 1 of the stack is initialised exactly like a model of seed 4 alone
-    for (name, p), q in zip(m.named_parameters(), single.parameters()):
+    for (name, p), q in zip(m.named_parameters(), single.parameters(), strict=True):
         torch.testing.assert_close(p[1:2], q, msg=name)
     x = torch.bernoulli(torch.rand(2, 5, 12))
     loss = -m.unlabelled_bound(x)[0].sum()  # only run 0
@@ -165,7 +165,7 @@ def test_guard_reverts_only_the_diverged_run():
             p[0] += 1.0
             p[1] = float("nan")
     assert not guard.check(torch.tensor([1.0, float("nan")]), epoch=3, history=hist)
-    for p, b in zip(m.parameters(), before):
+    for p, b in zip(m.parameters(), before, strict=True):
         torch.testing.assert_close(p[1], b[1])          # run 1 put back
         torch.testing.assert_close(p[0], b[0] + 1.0)    # run 0 untouched
     assert hist.reverts == [{"epoch": 3, "run": 1}]
@@ -394,7 +394,7 @@ def test_segmented_training_stops_saves_and_resumes_to_the_same_result(tmp_path,
     monkeypatch.setattr(K, "segment_over", lambda: False)
     resumed, tr = train(tmp_path / "seg.pt")
     assert tr.resumed_from == 2 and len(tr.history.rows) == 3
-    for a, b in zip(whole.parameters(), resumed.parameters()):
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
     monkeypatch.setattr(K, "segment_over", lambda: True)
     with pytest.raises(SegmentUnfinished, match="progress is lost"):

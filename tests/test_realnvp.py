@@ -264,7 +264,7 @@ def test_training_learns_and_resume_is_exact(tmp_path):
     r2 = R.train_flow(resumed, x, xe, R.TrainConfig(max_steps=12, **cfg), tmp_path / "b.pt",
                       log=lambda s: None)
     assert r2.resumed_from_step == 7 and r2.step == 12 and r2.finished
-    for (n, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+    for (n, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), n
     with pytest.raises(ValueError, match="another config"):
         R.train_flow(fresh(), x, xe, R.TrainConfig(max_steps=12, **{**cfg, "lr": 1e-4}),
