@@ -28,7 +28,7 @@ venv: $(VENV)/.installed
 
 reproduce: venv
 	$(PY) -m common.reproduce $(if $(NB),--nb $(NB)) $(if $(PROFILE),--profile $(PROFILE)) \
-	  $(foreach p,$(PARAMS),--param $(p))
+	  $(foreach p,$(PARAMS),--param '$(p)')
 
 unit: venv
 	$(PY) -m pytest -p no:cacheprovider tests

@@ -93,3 +93,18 @@ def test_segment_ran_out_exits_3_and_keeps_results(sandbox, monkeypatch):
     assert json.loads((res / "95_seg" / "metrics.json").read_text())["v"] == 1
     write_book(book, CRASH)
     assert reproduce.main(["--nb", "95", "--profile", "smoke"]) == 1
+
+
+def test_make_passes_parameters_with_shell_characters():
+    """`make reproduce PARAMS="M1_HIDDEN=(500,500) ..."`: each NAME=VALUE reaches --param intact."""
+    import shlex
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "reproduce", "NB=01",
+                          "PARAMS=M1_HIDDEN=(500,500) SEGMENT_SECONDS=480"],
+                         cwd=runtime.REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    cmd = next(line for line in out.replace("\\\n", " ").splitlines() if "common.reproduce" in line)
+    subprocess.run(["sh", "-n", "-c", cmd], check=True)            # the shell can parse it
+    args = shlex.split(cmd)
+    i = args.index("--param")
+    assert args[i:i + 4] == ["--param", "M1_HIDDEN=(500,500)", "--param", "SEGMENT_SECONDS=480"]
