@@ -6,6 +6,8 @@ PY      := $(abspath $(VENV))/bin/python
 NB      ?=
 PROFILE ?=
 PARAMS  ?=
+# nbval: a smoke cell takes seconds; one that runs longer than this is stuck (fails, named)
+CELL_TIMEOUT ?= 300
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: reproduce test unit nbval venv report bench clean-scratch help
@@ -35,9 +37,11 @@ unit: venv
 
 # nbval: every notebook in the smoke profile, outputs compared only in cells marked
 # NBVAL_CHECK_OUTPUT; outputs go to a throw-away folder, never into results/.
+# tools/nbval_guard: a dead kernel fails its cell within seconds; relative data paths resolved.
 nbval: venv
 	scratch=$$(mktemp -d) && REPRO_PROFILE=smoke REPRO_OUT=$$scratch \
-	  $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env notebooks; \
+	  $(PY) -m pytest -p no:cacheprovider -p tools.nbval_guard --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=$(CELL_TIMEOUT) --durations=5 notebooks; \
 	  rc=$$?; rm -rf $$scratch; exit $$rc
 
 test: unit nbval

@@ -46,13 +46,15 @@ def random_crop_flip(x: torch.Tensor, pad: int = 4, flip: bool = True,
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...] = CIFAR10_MEAN,
-              std: tuple[float, ...] = CIFAR10_STD) -> torch.Tensor:
-    """uint8 NHWC -> float32 NCHW, standardised per channel.
+              std: tuple[float, ...] = CIFAR10_STD,
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW, standardised per channel, in ``memory_format``.
 
-    The result is a permuted view of an NHWC buffer, i.e. already in ``channels_last`` memory
-    format, which is what cuDNN's fast kernels want.
+    Pass the model's format (:func:`common.runtime.memory_format`): contiguous NCHW by default,
+    ``torch.channels_last`` for a channels-last model on CUDA. Never a permuted view into a
+    contiguous model: on AVX2-only CPUs oneDNN's convolution corrupts memory on that path.
     """
     _check_nhwc_uint8(x)
     m = torch.tensor(mean, device=x.device, dtype=torch.float32)
     s = torch.tensor(std, device=x.device, dtype=torch.float32)
-    return ((x.float() / 255.0 - m) / s).permute(0, 3, 1, 2)
+    return ((x.float() / 255.0 - m) / s).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)

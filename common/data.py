@@ -259,10 +259,10 @@ def load_cifar10(split: Literal["train", "test"],
 
 
 def to_float_nchw(x: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC in 0..255 -> float32 NCHW in [0, 1]."""
+    """uint8 NHWC in 0..255 -> float32 contiguous NCHW in [0, 1] (see :func:`runtime.memory_format`)."""
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise ValueError(f"expected uint8 NHWC images, got {x.dtype} with shape {tuple(x.shape)}")
-    return x.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 # --------------------------------------------------------------------------- subsets

@@ -204,9 +204,7 @@ def fingerprint(name: str, spec: losses.LossSpec, tcfg: TrainConfig, seed: int,
 def build_model(tcfg: TrainConfig, device: torch.device) -> torch.nn.Module:
     model = resnet.resnet18_cifar(width=tcfg.width, blocks=tcfg.blocks,
                                   stem_stride=tcfg.stem_stride).to(device)
-    if tcfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return model.to(memory_format=runtime.memory_format(tcfg.channels_last, device))
 
 
 @torch.no_grad()
@@ -216,8 +214,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tcfg: Tra
     model.eval()
     preds = []
     use_amp = tcfg.bf16 and x.device.type == "cuda"
+    fmt = runtime.memory_format(tcfg.channels_last, x.device)
     for lo in range(0, len(x), tcfg.eval_batch):
-        xb = augment.normalize(x[lo: lo + tcfg.eval_batch])
+        xb = augment.normalize(x[lo: lo + tcfg.eval_batch], memory_format=fmt)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
             preds.append(model(xb).argmax(1))
     pred = torch.cat(preds)
@@ -268,6 +267,7 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
         start_epoch = state["epoch"] + 1
     step_model = torch.compile(model) if tcfg.compile else model
     use_amp = tcfg.bf16 and device.type == "cuda"
+    fmt = runtime.memory_format(tcfg.channels_last, device)
 
     def save(epoch: int) -> None:
         if ckpt_path is None:
@@ -297,7 +297,7 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
         for xb, yb in it:
             if tcfg.augment:
                 xb = augment.random_crop_flip(xb, generator=aug_gen)
-            xin = augment.normalize(xb)
+            xin = augment.normalize(xb, memory_format=fmt)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = step_model(xin)
             loss = loss_fn(logits, yb)
@@ -507,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         y = torch.arange(8, device=device) % 10
         with torch.autocast(device.type, dtype=torch.bfloat16,
                             enabled=tcfg.bf16 and device.type == "cuda"):
-            logits = model(augment.normalize(augment.random_crop_flip(x)))
+            logits = model(augment.normalize(augment.random_crop_flip(x),
+                                             memory_format=runtime.memory_format(tcfg.channels_last, device)))
         loss = losses.cross_entropy(logits, y)
         loss.backward()
         print(f"dry run ok: profile {profile}, {resnet.n_parameters(model):,} parameters, "

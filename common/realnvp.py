@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .runtime import file_digest
+from .runtime import file_digest, memory_format
 from .training import check_finite, load_checkpoint, save_checkpoint
 
 LOG2 = math.log(2.0)
@@ -488,10 +488,9 @@ def evaluate_bpd(model: RealNVP, x_uint8: torch.Tensor, batch_size: int = 500, s
     total, n = 0.0, 0
     with eval_mode(model) as device:
         g = torch.Generator(device=device).manual_seed(seed)
+        fmt = memory_format(channels_last, device)
         for lo in range(0, len(x_uint8), batch_size):
-            xb = x_uint8[lo:lo + batch_size].to(device)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = x_uint8[lo:lo + batch_size].to(device).contiguous(memory_format=fmt)
             bpd = bits_per_dim(model, xb, alpha, generator=g)
             check_finite(bpd, "test bits/dim")
             total += float(bpd.double().sum())
@@ -634,9 +633,8 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
     raises :class:`~common.training.NonFiniteError`; the last checkpoint stays the last good state.
     """
     device = device or next(model.parameters()).device
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    fmt = memory_format(cfg.channels_last, device)   # channels_last on CUDA only
+    model.to(device, memory_format=fmt)
     x_train = x_train.to(device)
     x_eval = x_eval[: cfg.eval_size].to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -705,9 +703,7 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
             pos = 0
         idx = perm[pos:pos + cfg.batch_size]
         pos += cfg.batch_size
-        xb = x_train[idx]
-        if cfg.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
+        xb = x_train[idx].contiguous(memory_format=fmt)
         noise = torch.rand(xb.shape, generator=g, device=device)
         logp, ld = _logp_unchecked(model, xb, cfg.alpha, noise)
         nll = -logp.mean()

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .results import METRICS_FILE, RESULTS_DIR
-from .runtime import PROFILES, REPO_ROOT, ProfileError
+from .runtime import PROFILES, REPO_ROOT, ProfileError, absolutize_path_env
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REQUIRED_PARAMETERS = ("PROFILE", "OUT_DIR")
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="extra papermill parameter (VALUE read as a Python literal, else a string)")
     args = ap.parse_args(argv)
+    for name, value in absolutize_path_env().items():   # kernels run in notebooks/
+        print(f"{name} -> {value}")
     extra = dict(parse_param(p) for p in args.param)
     if args.profile and args.profile not in PROFILES:
         raise ProfileError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")

@@ -92,6 +92,67 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def memory_format(channels_last: bool, device: torch.device) -> torch.memory_format:
+    """The memory format for a conv model *and* its inputs: ``channels_last`` only on CUDA.
+
+    On CPU every conv model and input is plain contiguous NCHW. oneDNN's CPU convolutions
+    corrupt memory on AVX2-only processors for small channel counts when fed channels-last
+    tensors (``double free or corruption``; reproducible here with ``ONEDNN_MAX_CPU_ISA=AVX2``),
+    and a mismatch between model and input formats makes oneDNN reorder at every layer anyway.
+    cuDNN's fast kernels want channels_last, so CUDA keeps it when asked for.
+    """
+    if channels_last and device.type == "cuda":
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, the vector instruction sets torch's kernels can use, and torch's choice.
+
+    ``isa`` lists the flags among AVX2 / AVX-512 (F, BF16, VNNI) / AMX that ``/proc/cpuinfo``
+    reports; ``torch_capability`` is the kernel set ATen dispatches to. A native crash or a
+    number can so be tied to the hardware (oneDNN picks different kernels on AVX2-only CPUs).
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+              "amx_bf16")
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # older torch
+        capability = None
+    return {"model": model, "isa": [f for f in wanted if f in flags],
+            "torch_capability": capability, "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+
+
+PATH_ENVS: tuple[str, ...] = ("REPRO_DATA_MIRROR", "REPRO_DATA_ROOT", "REPRO_OUT")
+
+
+def absolutize_path_env(names: Sequence[str] = PATH_ENVS, base: Path | None = None) -> dict[str, str]:
+    """Make the path variables ``names`` absolute, against ``base`` (default: the current
+    directory, i.e. where the user ran ``make``), in ``os.environ``; returns what changed.
+
+    Called once by ``make reproduce`` and by the nbval plugin before any kernel starts: a kernel
+    runs in ``notebooks/``, where a relative ``REPRO_DATA_MIRROR=../shared/datasets`` would name
+    another folder.
+    """
+    base = Path(base) if base is not None else Path.cwd()
+    changed = {}
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value and not Path(value).expanduser().is_absolute():
+            os.environ[name] = changed[name] = str((base / Path(value).expanduser()).resolve())
+    return changed
+
+
 def set_threads(requested: int | None, device: torch.device) -> int:
     """Fix torch's CPU intra-op thread count: ``$REPRO_THREADS`` > ``requested`` > torch's default.
 
@@ -194,6 +255,7 @@ def provenance(
         "seeds": list(seeds),
         "device": device_name(device),
         "device_type": device.type,
+        "cpu": cpu_info(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,

@@ -64,7 +64,12 @@ def test_crop_flip_is_a_shifted_possibly_flipped_window():
 def test_normalize_layout_and_errors():
     x = _images(4)
     z = augment.normalize(x)
-    assert z.shape == (4, 3, 32, 32) and z.is_contiguous(memory_format=torch.channels_last)
+    assert z.shape == (4, 3, 32, 32) and z.is_contiguous()      # plain NCHW for a CPU model
+    zc = augment.normalize(x, memory_format=torch.channels_last)
+    assert zc.is_contiguous(memory_format=torch.channels_last) and torch.equal(zc, z)
+    m = augment.torch.tensor(augment.CIFAR10_MEAN)
+    assert torch.allclose(z.mean((0, 2, 3)) * torch.tensor(augment.CIFAR10_STD) + m,
+                          x.float().mean((0, 1, 2)) / 255, atol=1e-5)
     with pytest.raises(ValueError, match="uint8 NHWC"):
         augment.normalize(x.float())
     with pytest.raises(ValueError, match="uint8 NHWC"):

@@ -89,3 +89,30 @@ def test_set_threads_env_overrides_and_bad_values_fail(monkeypatch):
         assert runtime.set_threads(None, cpu) == torch.get_num_threads()   # left alone
     finally:
         torch.set_num_threads(before)
+
+
+def test_memory_format_is_channels_last_only_on_cuda():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runtime.memory_format(True, cpu) == torch.contiguous_format
+    assert runtime.memory_format(False, cuda) == torch.contiguous_format
+    assert runtime.memory_format(True, cuda) == torch.channels_last
+
+
+def test_cpu_info_in_provenance():
+    info = runtime.provenance("smoke", [0], torch.device("cpu"))["cpu"]
+    assert set(info) >= {"model", "isa", "torch_capability"}
+    assert isinstance(info["model"], str) and info["model"]
+    assert set(info["isa"]) <= {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
+                                "avx512_bf16", "amx_tile", "amx_bf16"}
+
+
+def test_relative_path_variables_resolve_against_the_callers_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("REPRO_DATA_MIRROR", "../shared/datasets")
+    monkeypatch.setenv("REPRO_DATA_ROOT", str(tmp_path / "abs"))
+    monkeypatch.setenv("REPRO_OUT", "")
+    (tmp_path / "repo").mkdir()
+    changed = runtime.absolutize_path_env(base=tmp_path / "repo")
+    assert changed == {"REPRO_DATA_MIRROR": str(tmp_path / "shared" / "datasets")}
+    assert runtime.os.environ["REPRO_DATA_MIRROR"] == str(tmp_path / "shared" / "datasets")
+    assert runtime.os.environ["REPRO_DATA_ROOT"] == str(tmp_path / "abs")
+    assert runtime.absolutize_path_env(base=tmp_path) == {}        # idempotent

@@ -1,0 +1,96 @@
+"""Native crashes must fail a test, never kill or hang the test run.
+
+Each check runs the training steps of a notebook's conv models in a **subprocess** with a
+timeout, once on this CPU's own kernels and once with oneDNN limited to AVX2
+(``ONEDNN_MAX_CPU_ISA=AVX2``), the instruction set of the AMD EPYC machines where notebook
+06's smoke profile died with ``double free or corruption``. A segfault or abort there is an
+exit code here, and a hang is a timeout.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from common.runtime import REPO_ROOT
+
+ISAS = {"native": None, "avx2": "AVX2"}
+
+# 06: the smoke / cpu / full ResNets through train_one (all its input handling), tiny data.
+CLASS_BALANCED = """
+import dataclasses, torch
+from common import imbalanced_cifar as ic, losses
+torch.set_num_threads(1); torch.manual_seed(0)
+g = torch.Generator().manual_seed(0)
+counts = ic.split_counts(12, 4)
+y = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+x = torch.randint(0, 256, (len(y), 32, 32, 3), dtype=torch.uint8, generator=g)
+split = ic.SplitData(x, y, x, y, x[:40], y[:40], torch.arange(len(y)), {})
+for profile in ("smoke", "cpu", "full"):
+    tcfg = ic.CONFIGS[profile]["train"]
+    if profile == "full":   # the full ResNet-18 and its CUDA switches, a few small steps
+        tcfg = dataclasses.replace(tcfg, batch_size=16, epochs=1, eval_batch=40)
+    else:
+        tcfg = dataclasses.replace(tcfg, epochs=2)
+    for name in ("CE", "CB-focal γ=1 β=0.999"):
+        rec = ic.train_one(name, losses.study_configs()[name], tcfg, split, 0,
+                           torch.device("cpu"), show_progress=False)
+        assert rec is not None
+print("ok")
+"""
+
+# 05: a two-scale Real NVP (convolutional s/t ResNets) trained a few steps, then evaluated.
+REAL_NVP = """
+import tempfile, pathlib, torch
+from common import realnvp as R
+torch.set_num_threads(1); torch.manual_seed(0)
+g = torch.Generator().manual_seed(0)
+for shape in ((1, 28, 28), (3, 32, 32)):
+    x = torch.randint(0, 256, (32, *shape), generator=g, dtype=torch.uint8)
+    for cl in (False, True):
+        m = R.RealNVP(shape, scales=2, features=4, blocks=1)
+        cfg = R.TrainConfig(batch_size=16, max_steps=4, eval_size=16, eval_every_seconds=1e9,
+                            channels_last=cl)
+        with tempfile.TemporaryDirectory() as d:
+            R.train_flow(m, x, x, cfg, pathlib.Path(d) / "c.pt", log=lambda s: None)
+print("ok")
+"""
+
+
+def run_isolated(script: str, isa: str | None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter (repo on the path); a crash is a return code."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONFAULTHANDLER": "1"}
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO_ROOT,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"hung for more than {timeout:.0f} s (ONEDNN_MAX_CPU_ISA={isa}); "
+                    f"output so far:\n{e.stdout}\n{e.stderr}")
+
+
+def _check(proc: subprocess.CompletedProcess, isa: str | None) -> None:
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (
+        f"exit code {proc.returncode} (negative: killed by signal {-proc.returncode}) with "
+        f"ONEDNN_MAX_CPU_ISA={isa}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+
+
+@pytest.mark.parametrize("isa", ISAS.values(), ids=ISAS.keys())
+def test_class_balanced_training_steps_do_not_crash(isa):
+    _check(run_isolated(CLASS_BALANCED, isa), isa)
+
+
+@pytest.mark.parametrize("isa", ISAS.values(), ids=ISAS.keys())
+def test_real_nvp_training_steps_do_not_crash(isa):
+    _check(run_isolated(REAL_NVP, isa), isa)
+
+
+def test_a_native_crash_is_a_failure_not_a_dead_run():
+    """The harness itself: an abort in the child is reported, the test run goes on."""
+    proc = run_isolated("import os; os.abort()", None, timeout=60)
+    assert proc.returncode != 0
