@@ -9,6 +9,10 @@ PARAMS  ?=
 # nbval: a smoke cell takes seconds; one that runs longer than this is stuck (fails, named)
 CELL_TIMEOUT ?= 300
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Every process and kernel imports this clone's `common` (first on PYTHONPATH) and refuses
+# another one (common/__init__.py), even from an environment shared with other clones.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+export REPRO_EXPECT_ROOT := $(CURDIR)
 
 .PHONY: reproduce test unit nbval venv report bench clean-scratch help
 
@@ -19,6 +23,8 @@ help:
 	@echo "make report                                       regenerate the README results table"
 	@echo "make bench                                        time an M2 epoch on this device"
 
+ifeq ($(VENV),.venv)
+# the project's own environment: pinned requirements + this clone's `common`, editable
 $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt -c requirements-lock.txt
@@ -27,6 +33,13 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+else
+# an environment of your own (VENV=$$CONDA_PREFIX ...): used as it is, never modified; this
+# clone's code comes from PYTHONPATH, so other clones sharing it are not re-pointed
+venv:
+	@$(PY) -c "import torch, torchvision, papermill, nbval, nbconvert, sklearn, seaborn, tqdm" \
+	  || { echo "VENV=$(VENV) lacks packages of requirements.txt: pip install -r requirements.txt there"; exit 1; }
+endif
 
 reproduce: venv
 	$(PY) -m common.reproduce $(if $(NB),--nb $(NB)) $(if $(PROFILE),--profile $(PROFILE)) \

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .results import RESULTS_DIR, atomic_write_bytes, load_all_metrics
-from .runtime import REPO_ROOT
+from .runtime import README_TABLE, REPO_ROOT
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+START, END = README_TABLE
 
 
 def _fmt(v: Any) -> str:

@@ -7,22 +7,41 @@ wrote its ``metrics.json`` is the HTML rendered and the folder swapped into
 ``results/<name>/``; a failure leaves the earlier results untouched, keeps the failed run in
 ``results/<name>.failed/`` for inspection, and stops with a non-zero exit: 3 when a
 notebook's time segment (parameter ``SEGMENT_SECONDS``) ran out before training finished (its
-checkpoints are saved; run the same command again to resume), else 1.
+checkpoints are saved; run the same command again to resume), else 1. A run whose
+``metrics.json`` says some model is not ``finished`` counts as unfinished too (exit 3): it is
+never published.
+
+One ``make reproduce`` at a time per clone (a lock file in ``results/``). Kernels import the
+``common`` of this repository (``PYTHONPATH``), and refuse to start with any other
+(``$REPRO_EXPECT_ROOT``, checked in ``common/__init__.py``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from .results import METRICS_FILE, RESULTS_DIR
-from .runtime import PROFILES, REPO_ROOT, ProfileError, absolutize_path_env
+from .runtime import PROFILE_ENV, PROFILES, REPO_ROOT, ProfileError, absolutize_path_env
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REQUIRED_PARAMETERS = ("PROFILE", "OUT_DIR")
 UNFINISHED_EXIT = 3   # a notebook's time segment (SEGMENT_SECONDS) ran out: run again to resume
+LOCK_FILE = ".reproduce.lock"
+
+
+class Unfinished(RuntimeError):
+    """A notebook ran to its end but its metrics say a model did not finish training."""
+
+
+class Busy(SystemExit):
+    """Another ``make reproduce`` holds this clone's results lock."""
 
 
 def _show(path: Path) -> str:
@@ -72,21 +91,26 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
     name = book.stem
     staging = RESULTS_DIR / f".staging-{name}"
     final, failed = RESULTS_DIR / name, RESULTS_DIR / f"{name}.failed"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     params: dict[str, object] = {"OUT_DIR": str(staging), **extra}
     if profile:
         params["PROFILE"] = profile
-    check_parameters(book, params)
+    check_parameters(book, params)            # before anything is created
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     executed = staging / book.name
     t0 = time.perf_counter()
-    print(f"== {name}: profile={profile or 'auto'} -> {_show(final)}", flush=True)
+    print(f"== {name}: profile={effective_profile(profile)} -> {_show(final)}", flush=True)
     try:
-        papermill.execute_notebook(str(book), str(executed), parameters=params,
-                                   kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
-                                   progress_bar=True, log_output=True)
+        with kernel_environment():
+            papermill.execute_notebook(str(book), str(executed), parameters=params,
+                                       kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
+                                       progress_bar=True, log_output=True)
         if not (staging / METRICS_FILE).is_file():
             raise RuntimeError(f"{name} finished without writing {METRICS_FILE}")
+        unfinished = unfinished_parts(json.loads((staging / METRICS_FILE).read_text()))
+        if unfinished:
+            raise Unfinished(f"{name}: {', '.join(unfinished)} did not finish training (its time "
+                             f"segment ran out); checkpoints are saved, run again to resume")
         render_html(executed)
     except BaseException:
         shutil.rmtree(failed, ignore_errors=True)
@@ -105,15 +129,87 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
     return final
 
 
+def effective_profile(requested: str | None) -> str:
+    """What the notebook will run: ``$REPRO_PROFILE`` > ``--profile`` > auto (for the banner)."""
+    return os.environ.get(PROFILE_ENV, "").strip() or requested or "auto"
+
+
+def unfinished_parts(record: object, path: str = "metrics") -> list[str]:
+    """Keys of ``record`` (a metrics.json) under which ``"finished": false`` appears."""
+    found: list[str] = []
+    if isinstance(record, dict):
+        if record.get("finished") is False:
+            found.append(path)
+        for k, v in record.items():
+            if isinstance(v, (dict, list)):
+                found += unfinished_parts(v, f"{path}.{k}")
+    elif isinstance(record, list):
+        for i, v in enumerate(record):
+            found += unfinished_parts(v, f"{path}[{i}]")
+    return found
+
+
+@contextlib.contextmanager
+def kernel_environment():
+    """Kernels (started by papermill from here) import this repository's ``common`` first and
+    check it (``$REPRO_EXPECT_ROOT``), whatever the environment's editable install points at."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "REPRO_EXPECT_ROOT")}
+    rest = [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *rest])
+    os.environ["REPRO_EXPECT_ROOT"] = str(REPO_ROOT)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def results_lock(results: Path | None = None):
+    """Hold this clone's ``results/.reproduce.lock`` (refuse at once if another run has it)."""
+    results = Path(results or RESULTS_DIR)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / LOCK_FILE
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise Busy(f"another `make reproduce` is running in this clone ({holder}); wait for it "
+                       f"to finish, or run the second one from another clone. Nothing was changed.")
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield path
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _literal(value: object) -> object:
+    """Tuples become lists: papermill writes a tuple parameter as its string."""
+    if isinstance(value, tuple):
+        return [_literal(v) for v in value]
+    return value
+
+
 def parse_param(text: str) -> tuple[str, object]:
-    """``NAME=VALUE`` -> (NAME, literal VALUE); ``RESUME=False`` gives the bool False."""
+    """``NAME=VALUE`` -> (NAME, literal VALUE); ``RESUME=False`` gives the bool False,
+    ``M1_HIDDEN=(500,500)`` the list ``[500, 500]``."""
     import ast
 
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
         raise SystemExit(f"--param expects NAME=VALUE, got {text!r}")
     try:
-        return name, ast.literal_eval(value)
+        return name, _literal(ast.literal_eval(value))
     except (ValueError, SyntaxError):
         return name, value
 
@@ -130,19 +226,27 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(parse_param(p) for p in args.param)
     if args.profile and args.profile not in PROFILES:
         raise ProfileError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
-    for book in find_notebooks(args.nb):
-        try:
-            run_one(book, args.profile, extra)
-        except Exception as e:  # already reported; stop at the first failure
-            if getattr(e, "ename", None) == "SegmentUnfinished":   # papermill's error names it
-                print(f"!! {book.stem}: time segment used up (exit {UNFINISHED_EXIT}): {e.evalue}",
-                      file=sys.stderr)
+    books = find_notebooks(args.nb)
+    for book in books:   # every notebook's parameters before any result is replaced
+        check_parameters(book, {"OUT_DIR": "", **({"PROFILE": args.profile} if args.profile else {}),
+                                **extra})
+    with results_lock():
+        for book in books:
+            try:
+                run_one(book, args.profile, extra)
+            except Unfinished as e:
+                print(f"!! {e} (exit {UNFINISHED_EXIT})", file=sys.stderr)
                 return UNFINISHED_EXIT
-            print(f"!! {type(e).__name__}: {e}", file=sys.stderr)
-            return 1
-    from .report import update_readme
+            except Exception as e:  # already reported; stop at the first failure
+                if getattr(e, "ename", None) == "SegmentUnfinished":   # papermill's error names it
+                    print(f"!! {book.stem}: time segment used up (exit {UNFINISHED_EXIT}): {e.evalue}",
+                          file=sys.stderr)
+                    return UNFINISHED_EXIT
+                print(f"!! {type(e).__name__}: {e}", file=sys.stderr)
+                return 1
+        from .report import update_readme
 
-    update_readme()
+        update_readme()
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -120,10 +121,21 @@ def save_figure(fig: Any, out: Path, name: str, dpi: int = 120) -> Path:
     return atomic_write_bytes(Path(out) / "figures" / f"{name}.png", buf.getvalue())
 
 
+PUBLISHED_NAME = re.compile(r"[0-9][0-9]_[A-Za-z0-9_]+")   # results/<notebook>/, nothing else
+
+
 def load_all_metrics(results: Path = RESULTS_DIR) -> list[dict[str, Any]]:
-    """Every committed ``results/<notebook>/metrics.json`` (scratch and staging excluded)."""
+    """Every published ``results/<notebook>/metrics.json``.
+
+    Only folders named exactly like a notebook count, and only when the record names that
+    notebook: ``<notebook>.failed/``, ``.staging-*``, ``.old-*`` and ``scratch/`` never do.
+    """
     found = []
-    for path in sorted(Path(results).glob(f"[0-9]*/{METRICS_FILE}")):
+    for path in sorted(Path(results).glob(f"*/{METRICS_FILE}")):
+        if not PUBLISHED_NAME.fullmatch(path.parent.name):
+            continue
         with open(path) as f:
-            found.append(json.load(f))
+            rec = json.load(f)
+        if rec.get("notebook") == path.parent.name:
+            found.append(rec)
     return found
