@@ -15,11 +15,13 @@ valid = the last 10,000, test = the official 10,000 (``t10k``). CIFAR-10 train =
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import pickle
 import shutil
+import socket
 import tarfile
 import tempfile
 import zlib
@@ -72,8 +74,33 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+DOWNLOAD_TIMEOUT_S = 60.0   # a stalled connection fails instead of hanging
+
+
+@contextlib.contextmanager
+def _download_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
+    """torchvision's downloads (urllib) give up after ``seconds`` without data."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _writable(folder: Path) -> None:
+    """Create ``folder``, or stop with a DataError saying how to choose another data root."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-")
+        probe.close()
+    except OSError as e:
+        raise DataError(f"cannot write prepared data to {folder} ({type(e).__name__}: {e}). Point "
+                        f"${ROOT_ENV} at a writable folder.") from e
+
+
 def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    _writable(dst.parent)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
     os.close(fd)
     try:
@@ -120,10 +147,12 @@ def prepare_mnist(root: Path | None = None) -> Path:
                                 f"expected {md5} (torchvision's list). Replace it with the "
                                 f"official file.")
             _atomic_copy(src, dst)
+    _writable(raw)
     try:
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
-    except RuntimeError as e:  # torchvision: "Error downloading ..." / "Dataset not found"
+        with _download_timeout():
+            MNIST(str(root), train=True, download=True)
+            MNIST(str(root), train=False, download=True)
+    except (RuntimeError, OSError) as e:  # torchvision: "Error downloading ..." / "Dataset not found"
         raise DataError(_remedies(f"could not prepare MNIST under {raw}: {e}",
                                   [name for name, _ in resources])) from e
     return root
@@ -190,8 +219,10 @@ def prepare_cifar10(root: Path | None = None) -> Path:
     if mirror is None:
         from torchvision.datasets import CIFAR10
 
+        _writable(root)
         try:
-            CIFAR10(str(root), train=True, download=True)
+            with _download_timeout():
+                CIFAR10(str(root), train=True, download=True)
         except Exception as e:  # network errors come in many types
             raise DataError(_remedies(f"could not download CIFAR-10 into {root}: {e}",
                                       [f"cifar10/{CIFAR_ARCHIVE}"])) from e
@@ -200,7 +231,7 @@ def prepare_cifar10(root: Path | None = None) -> Path:
     if not archive.is_file():
         raise DataError(_remedies(f"CIFAR-10 archive missing from the mirror: {archive}",
                                   [str(archive)]))
-    root.mkdir(parents=True, exist_ok=True)
+    _writable(root)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".cifar-extract-"))
     try:
         with tarfile.open(archive, "r:gz") as tar:

@@ -152,3 +152,34 @@ def test_cifar10_layout_and_counts():
     assert data.class_counts(yt) == [1000] * 10
     mean = data.to_float_nchw(x[:10_000]).mean((0, 2, 3))
     torch.testing.assert_close(mean, torch.tensor([0.4914, 0.4822, 0.4465]), atol=0.01, rtol=0)
+
+
+_MIRROR = data.mirror_dir()   # before isolated_env removes the variable
+
+
+@pytest.mark.skipif(_MIRROR is None, reason="needs the offline mirror")
+def test_read_only_data_root_is_a_clear_error(isolated_env, monkeypatch):
+    import os
+    import stat
+
+    if os.geteuid() == 0:   # root writes anywhere: simulate with a file where a folder must be
+        blocker = isolated_env / "data"
+        blocker.write_text("not a folder")
+        monkeypatch.setenv(data.ROOT_ENV, str(blocker / "sub"))
+    else:
+        ro = isolated_env / "ro"
+        ro.mkdir()
+        ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        monkeypatch.setenv(data.ROOT_ENV, str(ro))
+    monkeypatch.setenv(data.MIRROR_ENV, str(_MIRROR))
+    with pytest.raises(data.DataError, match="cannot write prepared data to .*REPRO_DATA_ROOT"):
+        data.prepare_mnist()
+
+
+def test_downloads_have_a_timeout():
+    import socket
+
+    before = socket.getdefaulttimeout()
+    with data._download_timeout(7.0):
+        assert socket.getdefaulttimeout() == 7.0
+    assert socket.getdefaulttimeout() == before
