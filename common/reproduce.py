@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from .results import METRICS_FILE, RESULTS_DIR
+from .training import HEADLESS_ENV
 from .runtime import PROFILE_ENV, PROFILES, REPO_ROOT, ProfileError, absolutize_path_env
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -152,11 +153,13 @@ def unfinished_parts(record: object, path: str = "metrics") -> list[str]:
 @contextlib.contextmanager
 def kernel_environment():
     """Kernels (started by papermill from here) import this repository's ``common`` first and
-    check it (``$REPRO_EXPECT_ROOT``), whatever the environment's editable install points at."""
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "REPRO_EXPECT_ROOT")}
+    check it (``$REPRO_EXPECT_ROOT``), whatever the environment's editable install points at;
+    they run headless (``$REPRO_HEADLESS``: no progress bars)."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "REPRO_EXPECT_ROOT", HEADLESS_ENV)}
     rest = [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *rest])
     os.environ["REPRO_EXPECT_ROOT"] = str(REPO_ROOT)
+    os.environ[HEADLESS_ENV] = "1"          # no progress bars in the rendered notebooks
     try:
         yield
     finally:

@@ -144,3 +144,15 @@ def test_banner_shows_the_profile_that_decides(monkeypatch):
     assert reproduce.effective_profile("cpu") == "smoke"
     monkeypatch.delenv("REPRO_PROFILE")
     assert reproduce.effective_profile("cpu") == "cpu" and reproduce.effective_profile(None) == "auto"
+
+
+def test_headless_runs_draw_no_progress_bars(monkeypatch):
+    from common import training
+
+    monkeypatch.delenv(training.HEADLESS_ENV, raising=False)
+    assert type(training.progress(range(3), "x")).__name__ != "range_iterator"   # a live bar
+    with reproduce.kernel_environment():
+        assert os.environ[training.HEADLESS_ENV] == "1"
+        it = training.progress(range(3), "x")
+        assert type(it).__name__ == "range_iterator" and list(it) == [0, 1, 2]
+    assert training.HEADLESS_ENV not in os.environ

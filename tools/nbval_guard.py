@@ -2,6 +2,7 @@
 
 1. Before any kernel starts, relative path variables (``REPRO_DATA_MIRROR`` ...) are made
    absolute against the directory pytest was started from: kernels run in ``notebooks/``.
+   Kernels run headless (``$REPRO_HEADLESS``): no progress bars.
 2. A kernel that dies (a native crash in torch, the OOM killer) fails the cell that was running
    within seconds, naming the notebook and the cell, instead of nbval waiting for a reply that
    never comes. nbval's own ``--nbval-cell-timeout`` still bounds a cell that hangs.
@@ -49,8 +50,12 @@ def _guarded_await_reply(original):
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from common.runtime import absolutize_path_env
+    import os
 
+    from common.runtime import absolutize_path_env
+    from common.training import HEADLESS_ENV
+
+    os.environ.setdefault(HEADLESS_ENV, "1")    # kernels: no progress bars
     for name, value in absolutize_path_env().items():
         print(f"nbval_guard: {name} -> {value}")
     try:
