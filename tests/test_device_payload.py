@@ -1,0 +1,57 @@
+"""The device payload: wheels pinned from the lock file, parts that fit a call, exact reassembly."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tools import device_payload as dp
+
+
+def test_wheels_are_the_locked_versions_of_what_the_device_lacks():
+    specs = dp.wheel_specs()
+    names = {s.split("==")[0].lower().replace("_", "-") for s in specs}
+    assert {"papermill", "nbclient", "nbformat", "ipykernel", "nbconvert", "pyzmq"} <= names
+    assert not names & {"torch", "torchvision", "numpy", "pandas", "matplotlib"}   # on the image
+    assert all("==" in s for s in specs)
+
+
+def test_split_parts_fit_and_reassemble_exactly(tmp_path):
+    src = tmp_path / "archive.tar.gz"
+    src.write_bytes(os.urandom(5 * 2 ** 20 + 123))
+    folders = dp.split_file(src, tmp_path / "payload", part_bytes=2 ** 20)
+    assert len(folders) == 6
+    manifest = json.loads((folders[0] / dp.MANIFEST).read_text())
+    assert [p["bytes"] for p in manifest["parts"]] == [2 ** 20] * 5 + [123]
+    assert manifest["bytes"] == src.stat().st_size and manifest["sha256"] == dp.sha256(src)
+    gathered = tmp_path / "there"
+    gathered.mkdir()
+    for folder in folders:                       # what the device calls copy together
+        for f in folder.iterdir():
+            (gathered / f.name).write_bytes(f.read_bytes())
+    out = dp.assemble(gathered, tmp_path / "rebuilt.tar.gz")
+    assert out.read_bytes() == src.read_bytes()
+
+    part = gathered / manifest["parts"][2]["name"]
+    data = bytearray(part.read_bytes())
+    data[10] ^= 1
+    part.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="part archive.tar.gz.part02 is corrupt"):
+        dp.assemble(gathered, tmp_path / "again.tar.gz")
+    assert not (tmp_path / "again.tar.gz").exists()
+    part.unlink()
+    with pytest.raises(FileNotFoundError, match="part02 missing"):
+        dp.assemble(gathered, tmp_path / "again.tar.gz")
+
+
+def test_plan_names_every_part_within_the_carry_limit(tmp_path):
+    (tmp_path / "whl").mkdir()
+    (tmp_path / "mnist").mkdir()
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x" * 3000)
+    dp.split_file(src, tmp_path, part_bytes=1000)
+    text = dp.plan(tmp_path)
+    assert all(f'carry [".payload/cifar-{k}"]' in text for k in range(3))
+    sizes = [float(x.split(" MiB")[0]) for x in text.split("(about ")[1:]]
+    assert sizes and max(sizes) < 64

@@ -1,0 +1,203 @@
+"""Build what a lent GPU machine needs to run the notebooks, in pieces that fit one device call.
+
+The device image has Python 3.12 with torch, torchvision, numpy, pandas, matplotlib, seaborn,
+scikit-learn, scipy and tqdm, but not the notebook stack (papermill, nbclient, ipykernel, ...).
+Nothing can be downloaded there and one call carries at most 64 MiB (working tree included), so:
+
+    python tools/device_payload.py build            # here: wheels, MNIST, CIFAR-10 in parts
+    python tools/device_payload.py plan             # prints the device calls, in order
+    python tools/device_payload.py assemble DIR OUT # there: verify parts, rebuild the archive
+
+``build`` writes ``.payload/`` (git-ignored): ``whl/`` (pinned wheels for cp312 manylinux, from
+``requirements-lock.txt``), ``mnist/`` (the four official files) and ``cifar-<k>/`` (the
+CIFAR-10 archive cut into parts of ``--part-mib``, one folder per device call, each with a
+``MANIFEST.json`` of sizes and sha256 digests of every part and of the whole archive).
+docs/DEVICE.md is the runbook.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = REPO_ROOT / ".payload"
+MANIFEST = "MANIFEST.json"
+DEVICE_PYTHON = "3.12"
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64", "manylinux1_x86_64")
+# What `make reproduce` needs beyond the device image (KINDS.md lists what the image holds).
+DEVICE_MISSING = (
+    "papermill", "nbclient", "nbformat", "nbconvert", "nbval", "ipykernel", "ipython",
+    "jupyter_client", "jupyter_core", "traitlets", "pyzmq", "tornado", "comm", "debugpy",
+    "matplotlib-inline", "nest-asyncio2", "jedi", "parso", "pexpect", "ptyprocess",
+    "prompt_toolkit", "wcwidth", "stack-data", "executing", "asttokens", "pure_eval",
+    "ipython_pygments_lexers", "decorator", "platformdirs", "fastjsonschema", "jsonschema",
+    "jsonschema-specifications", "referencing", "rpds-py", "entrypoints", "tenacity",
+    "ansicolors", "mistune", "bleach", "tinycss2", "pandocfilters", "defusedxml",
+    "jupyterlab_pygments", "beautifulsoup4", "soupsieve", "webencodings",
+)
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def wheel_specs(lock: Path = REPO_ROOT / "requirements-lock.txt",
+                names: tuple[str, ...] = DEVICE_MISSING) -> list[str]:
+    """``name==version`` for each of ``names`` pinned in ``lock`` (names absent there are left
+    out: they are not needed by this environment)."""
+    pins = {}
+    for line in lock.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[_norm(name)] = f"{name}=={version.strip()}"
+    return [pins[_norm(n)] for n in names if _norm(n) in pins]
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def split_file(src: Path, out_root: Path, part_bytes: int, stem: str = "cifar") -> list[Path]:
+    """Cut ``src`` into parts of at most ``part_bytes``, one folder ``<stem>-<k>/`` per part
+    (one folder per device call), each with a manifest of the whole set."""
+    if part_bytes < 1:
+        raise ValueError(f"part_bytes must be positive, got {part_bytes}")
+    src, out_root = Path(src), Path(out_root)
+    folders: list[Path] = []
+    parts: list[dict[str, object]] = []
+    with open(src, "rb") as f:
+        while block := f.read(part_bytes):
+            folder = out_root / f"{stem}-{len(folders)}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            name = f"{src.name}.part{len(folders):02d}"
+            (folder / name).write_bytes(block)
+            parts.append({"name": name, "bytes": len(block),
+                          "sha256": hashlib.sha256(block).hexdigest()})
+            folders.append(folder)
+    manifest = {"file": src.name, "bytes": src.stat().st_size, "sha256": sha256(src), "parts": parts}
+    for folder in folders:
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return folders
+
+
+def assemble(parts_dir: Path, out: Path) -> Path:
+    """Rebuild the file described by ``parts_dir/MANIFEST.json`` from the parts in
+    ``parts_dir``; every part and the whole are checked against their sha256."""
+    parts_dir, out = Path(parts_dir), Path(out)
+    manifest = json.loads((parts_dir / MANIFEST).read_text())
+    tmp = out.with_name(out.name + ".partial")
+    with open(tmp, "wb") as w:
+        for part in manifest["parts"]:
+            path = parts_dir / part["name"]
+            if not path.is_file():
+                raise FileNotFoundError(f"part {part['name']} missing from {parts_dir}")
+            data = path.read_bytes()
+            if len(data) != part["bytes"] or hashlib.sha256(data).hexdigest() != part["sha256"]:
+                raise ValueError(f"part {part['name']} is corrupt (size {len(data)}, expected "
+                                 f"{part['bytes']}; sha256 differs)")
+            w.write(data)
+    if tmp.stat().st_size != manifest["bytes"] or sha256(tmp) != manifest["sha256"]:
+        tmp.unlink()
+        raise ValueError(f"reassembled {manifest['file']} does not match its manifest")
+    tmp.replace(out)
+    return out
+
+
+def build(out: Path, mirror: Path, part_mib: float, download: bool = True) -> dict[str, object]:
+    """Fill ``out`` (see the module docstring); returns a summary of sizes."""
+    out.mkdir(parents=True, exist_ok=True)
+    if download:
+        whl = out / "whl"
+        shutil.rmtree(whl, ignore_errors=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--python-version", DEVICE_PYTHON, "--implementation", "cp", "-d", str(whl),
+               *[a for p in PLATFORMS for a in ("--platform", p)], *wheel_specs()]
+        subprocess.run(cmd, check=True)
+    mnist = out / "mnist"
+    mnist.mkdir(exist_ok=True)
+    for f in sorted((mirror / "mnist").glob("*-ubyte.gz")):
+        shutil.copyfile(f, mnist / f.name)
+    folders = split_file(mirror / "cifar10" / "cifar-10-python.tar.gz", out,
+                         int(part_mib * 2 ** 20))
+    sizes = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+             for p in sorted(out.iterdir()) if p.is_dir()}
+    return {"folders_bytes": sizes, "cifar_parts": [f.name for f in folders]}
+
+
+PLAN = """Device runbook: one GPU, commands of at most 10 minutes, 64 MiB carried per call (the
+working tree, about {tree} MiB, included), the machine warm {warm} s after a call. Check `status`
+first. /tmp on the device survives between calls only while the machine stays warm.
+
+Call 1  carry [".payload/whl", ".payload/mnist"]  (about {c1} MiB with the tree):
+  {install} && mkdir -p /tmp/mirror/mnist /tmp/parts && cp .payload/mnist/* /tmp/mirror/mnist/ && nvidia-smi -L
+{cifar_calls}Then (same call as the last part):
+  export PYTHONPATH=$PWD:/tmp/site; python3 tools/device_payload.py assemble /tmp/parts /tmp/mirror/cifar10/cifar-10-python.tar.gz
+Run a notebook (one call each, timeout_s 590; repeat while it exits 3):
+  export PYTHONPATH=$PWD:/tmp/site REPRO_DATA_MIRROR=/tmp/mirror REPRO_DATA_ROOT=/tmp/data PYTHONUNBUFFERED=1;
+  python3 -m common.reproduce --nb NN --profile full --param SEGMENT_SECONDS=480; rc=$?;
+  tar czf $OUT/results-NN.tgz results/NN_* checkpoints 2>/dev/null; exit $rc
+  (exit 3: the time segment ran out and checkpoints are saved; checkpoints/ comes back too, so
+  a fresh machine resumes after `tar xzf` of it into the tree, carried as "checkpoints")
+Back here: tar xzf /work/.device/.../results-NN.tgz, check results/NN_*/metrics.json (device,
+profile full, commit), commit results/ and regenerate the README table (make report).
+"""
+
+
+def plan(out: Path = PAYLOAD, warm_s: int = 30) -> str:
+    """The device calls for the payload in ``out``, in order, with their carried sizes."""
+    mib = 2 ** 20
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True,
+                             check=True).stdout.split(b"\0")
+    tree = sum((REPO_ROOT / f.decode()).stat().st_size for f in tracked
+               if f and (REPO_ROOT / f.decode()).is_file()) / mib
+
+    def size(folder: Path) -> float:
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / mib
+
+    install = ("python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "
+               "--upgrade --target /tmp/site .payload/whl/*.whl")
+    parts = sorted(out.glob("cifar-*"), key=lambda p: int(p.name.split("-")[1]))
+    cifar = "".join(f"Call {k + 2}  carry [\".payload/{p.name}\"]  (about {tree + size(p):.0f} MiB):\n"
+                    f"  cp .payload/{p.name}/* /tmp/parts/\n" for k, p in enumerate(parts))
+    return PLAN.format(tree=f"{tree:.0f}", warm=warm_s, install=install, cifar_calls=cifar,
+                       c1=f"{tree + size(out / 'whl') + size(out / 'mnist'):.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="wheels, MNIST and CIFAR-10 parts into .payload/")
+    b.add_argument("--mirror", type=Path, default=REPO_ROOT.parent / "shared" / "datasets")
+    b.add_argument("--out", type=Path, default=PAYLOAD)
+    b.add_argument("--part-mib", type=float, default=32.0,
+                   help="CIFAR part size; a call carries 64 MiB with the working tree")
+    b.add_argument("--no-download", action="store_true", help="skip the wheels")
+    a = sub.add_parser("assemble", help="verify parts and rebuild the archive")
+    a.add_argument("parts_dir", type=Path)
+    a.add_argument("out", type=Path)
+    p = sub.add_parser("plan", help="print the device calls")
+    p.add_argument("--out", type=Path, default=PAYLOAD)
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        print(json.dumps(build(args.out, args.mirror, args.part_mib, not args.no_download), indent=1))
+    elif args.cmd == "assemble":
+        print(f"ok: {assemble(args.parts_dir, args.out)}")
+    else:
+        print(plan(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
