@@ -17,7 +17,8 @@ Sweeps are resumable at two levels:
   on (settings, split, source code of the modules involved); a later sweep with the same
   fingerprint reuses it instead of training again;
 * a run that is stopped (time budget, ``max_epochs_per_call``, or a crash) resumes from its
-  per-epoch checkpoint ``<ckpt_dir>/<slug>_seed<k>.pt`` with model, optimiser and RNG states.
+  per-epoch checkpoint ``<ckpt_dir>/<slug>_seed<k>_<fingerprint>.pt`` with model, optimiser and
+  RNG states; the checkpoint stores the fingerprint too and is resumed only by the same run.
 
 So a full sweep can span several ≤10-minute commands::
 
@@ -233,12 +234,14 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tcfg: Tra
 
 def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitData, seed: int,
               device: torch.device, ckpt_path: Path | None = None, deadline: float | None = None,
-              max_epochs_per_call: int | None = None, show_progress: bool = True
-              ) -> dict[str, Any] | None:
+              max_epochs_per_call: int | None = None, show_progress: bool = True,
+              ckpt_key: str | None = None) -> dict[str, Any] | None:
     """Train one (config, seed); return its result record, or ``None`` if stopped early.
 
     Stops (after checkpointing) when ``time.time() > deadline`` at an epoch boundary or after
     ``max_epochs_per_call`` epochs; a later call with the same ``ckpt_path`` resumes exactly.
+    The checkpoint stores ``ckpt_key`` (default: the run's :func:`fingerprint`); one with
+    another key, or already at or past ``tcfg.epochs``, raises ``ValueError``.
     """
     runtime.seed_everything(seed, deterministic=tcfg.deterministic)
     if device.type == "cuda" and not tcfg.deterministic:
@@ -256,8 +259,18 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
     history: list[dict[str, Any]] = []
     eval_seconds: list[float] = []
     start_epoch = 1
-    state = training.load_checkpoint(ckpt_path, map_location=device) if ckpt_path else None
+    state: dict[str, Any] | None = None
+    if ckpt_path is not None:
+        if ckpt_key is None:
+            ckpt_key = fingerprint(name, spec, tcfg, seed, split.info)
+        state = training.load_checkpoint(ckpt_path, map_location=device)
     if state is not None:
+        if state.get("key") != ckpt_key:
+            raise ValueError(f"checkpoint {ckpt_path} belongs to run {state.get('key')!r}, not "
+                             f"{ckpt_key!r} (other settings); delete it or use another path")
+        if state["epoch"] >= tcfg.epochs:
+            raise ValueError(f"checkpoint {ckpt_path} is at epoch {state['epoch']} but the run "
+                             f"has {tcfg.epochs} epochs; delete it or use another path")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         batches.generator.set_state(state["batch_rng"].cpu())
@@ -273,7 +286,7 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
         if ckpt_path is None:
             return
         training.save_checkpoint(ckpt_path, {
-            "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+            "key": ckpt_key, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
             "batch_rng": batches.generator.get_state(), "aug_rng": aug_gen.get_state(),
             "log": {"seconds": log.seconds, "samples": log.samples, "rows": log.rows},
             "history": history, "eval_seconds": eval_seconds})
@@ -397,9 +410,9 @@ def run_sweep(names: Sequence[str], seeds: Sequence[int], tcfg: TrainConfig, spl
                 continue
             t0 = time.perf_counter()
             rec = train_one(name, spec, tcfg, split, seed, device,
-                            ckpt_path=ckpt_dir / f"{losses.slug(name)}_seed{seed}.pt",
+                            ckpt_path=ckpt_dir / f"{losses.slug(name)}_seed{seed}_{fp}.pt",
                             deadline=deadline, max_epochs_per_call=max_epochs_per_call,
-                            show_progress=show_progress)
+                            show_progress=show_progress, ckpt_key=fp)
             if rec is None:
                 res.pending.append((name, seed))
                 continue

@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -488,7 +488,7 @@ class Trainer:
             return
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
-        self.history = state["history"]
+        self.history = History(**state["history"])
         self.epoch = state["epoch"]
         dev = next(self.model.parameters()).device
         _set_rng_state(state["rng"], dev)
@@ -500,7 +500,7 @@ class Trainer:
             return
         dev = next(self.model.parameters()).device
         save_checkpoint(self.checkpoint, {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                                          "history": self.history, "epoch": self.epoch,
+                                          "history": asdict(self.history), "epoch": self.epoch,
                                           "rng": _rng_state(dev), "tag": self.tag})
 
     def run(self, epochs: int, step_batches: Callable[[int], tuple[torch.Tensor, int]],
@@ -511,8 +511,9 @@ class Trainer:
         (:func:`common.training.start_segment`) is over before an epoch, saves the checkpoint
         and raises :class:`common.training.SegmentUnfinished`: run again to resume."""
         dev = next(self.model.parameters()).device
-        for epoch in progress(range(self.epoch + 1, epochs + 1), desc, total=epochs - self.epoch):
-            if segment_over():
+        first = self.epoch + 1
+        for epoch in progress(range(first, epochs + 1), desc, total=epochs - self.epoch):
+            if segment_over() and epoch > first:   # at least one epoch per segment: progress
                 self.save()
                 where = (f"saved to {self.checkpoint}; run the same command again to resume"
                          if self.checkpoint else "NOT saved (no checkpoint path): progress is lost")

@@ -18,9 +18,16 @@ its scale matches CE whatever the normalisation of 1/n_y.
 
 All functions check shapes and dtypes and raise ``ValueError`` naming the bad argument. Losses
 are computed in float32 even when the logits come from a bf16 autocast region.
+
+Labels must lie in [0, C): no label is ignored (PyTorch's ``ignore_index=-100`` is not used;
+every loss picks −log p_t with the same ``gather``). Value checks that would need a
+device→host sync each step run on CPU tensors only (``ValueError``: labels out of range,
+non-finite weights); on an accelerator an out-of-range label fails that ``gather``'s bounds
+check instead. γ, β and the counts behind every weight are checked when a loss is configured.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -36,7 +43,7 @@ def _counts_tensor(counts: Sequence[int] | torch.Tensor, name: str = "counts") -
     if c.ndim != 1 or len(c) < 1:
         raise ValueError(f"{name} must be a 1-D sequence of per-class counts, got shape "
                          f"{tuple(c.shape)}")
-    if not bool(torch.all(c >= 1)) or not bool(torch.all(c == torch.round(c))):
+    if not bool(torch.all(torch.isfinite(c) & (c >= 1) & (c == torch.round(c)))):
         raise ValueError(f"{name} must hold positive integers (every class needs ≥ 1 example), "
                          f"got {c.tolist()}")
     return c
@@ -112,13 +119,36 @@ def _check_inputs(logits: torch.Tensor, target: torch.Tensor,
                              f"{tuple(weight.shape)}")
         if not weight.is_floating_point():
             raise ValueError(f"weight must be floating point, got {weight.dtype}")
+        if weight.device.type == "cpu" and not bool(torch.isfinite(weight).all()):
+            raise ValueError(f"weight must be finite, got {weight.tolist()}")
+    if target.device.type == "cpu":   # on an accelerator this would sync every step
+        c = logits.shape[1]
+        bad = target[(target < 0) | (target >= c)]
+        if len(bad):
+            raise ValueError(f"target holds labels outside [0, {c}): {bad.unique()[:8].tolist()} "
+                             f"(no label is ignored, -100 included)")
 
 
 def _check_gamma(gamma: float) -> float:
     gamma = float(gamma)
-    if gamma < 0:
-        raise ValueError(f"gamma must be ≥ 0, got {gamma}")
+    if not math.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"gamma must be finite and ≥ 0, got {gamma}")
     return gamma
+
+
+def _per_example(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-example float32 focal loss −(1 − p_t)^γ log p_t, p_t = softmax(z)_y (γ = 0: CE)."""
+    logp_t = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
+    per = -logp_t
+    if gamma != 0.0:
+        # (1 - p_t)^γ with 1 - p_t = -expm1(log p_t): accurate for p_t near 1
+        per = per * (-torch.expm1(logp_t)).clamp_min(0.0).pow(gamma)
+    return per
+
+
+def _class_weight(weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """w_{y_i} per example, float32 on the target's device."""
+    return weight.to(device=target.device, dtype=torch.float32)[target]
 
 
 # --------------------------------------------------------------------------- losses
@@ -126,8 +156,11 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                   weight: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax CE. With ``weight``: the weighted mean Σ w_{y_i} ℓ_i / Σ w_{y_i}."""
     _check_inputs(logits, target, weight)
-    w = None if weight is None else weight.to(device=logits.device, dtype=torch.float32)
-    return F.cross_entropy(logits.float(), target, weight=w)
+    per = _per_example(logits, target, 0.0)
+    if weight is None:
+        return per.mean()
+    w = _class_weight(weight, target)
+    return (w * per).sum() / w.sum()
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float,
@@ -138,14 +171,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float,
     loss (plain mean of the weighted per-example losses, Cui et al. eq. 8 on the softmax).
     """
     _check_inputs(logits, target, weight)
-    gamma = _check_gamma(gamma)
-    logp_t = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
-    per = -logp_t
-    if gamma != 0.0:
-        # (1 - p_t)^γ with 1 - p_t = -expm1(log p_t): accurate for p_t near 1
-        per = per * (-torch.expm1(logp_t)).clamp_min(0.0).pow(gamma)
+    per = _per_example(logits, target, _check_gamma(gamma))
     if weight is not None:
-        per = per * weight.to(device=logits.device, dtype=torch.float32)[target]
+        per = per * _class_weight(weight, target)
     return per.mean()
 
 

@@ -694,7 +694,8 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
     step_times: list[float] = []
     recent: list[float] = []
     model.train()
-    while not done() and time.perf_counter() - call_start < segment_seconds:
+    first_step = step   # at least one step per call, so a short segment still progresses
+    while not done() and (step == first_step or time.perf_counter() - call_start < segment_seconds):
         t0 = time.perf_counter()
         if pos >= n:
             epoch_s.append(epoch_clock)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,19 +60,51 @@ def segment_over() -> bool:
     return _segment_deadline is not None and time.perf_counter() >= _segment_deadline
 
 
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file holds more than plain data (tensors, numbers, strings, bools, None and
+    lists/tuples/dicts of those), so :func:`load_checkpoint` refuses to unpickle it."""
+
+
+def _unsafe_globals(buf: io.BytesIO) -> list[str]:
+    """Classes/functions a ``weights_only=True`` load of ``buf`` would refuse (``[]`` if none;
+    always ``[]`` on torch < 2.5, which lacks the scanner: the load still refuses them)."""
+    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    buf.seek(0)
+    return [] if scan is None else list(scan(buf))
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """``torch.save`` to ``path`` atomically (a crash mid-write keeps the previous checkpoint)."""
+    """``torch.save`` to ``path`` atomically (a crash mid-write keeps the previous checkpoint).
+
+    ``state`` must be plain data (see :class:`UnsafeCheckpointError`; dataclasses as dicts, RNG
+    states as tensors), so that :func:`load_checkpoint` can read it back; else ``TypeError``.
+    """
     buf = io.BytesIO()
     torch.save(state, buf)
+    unsafe = _unsafe_globals(buf)
+    if unsafe:
+        raise TypeError(f"checkpoint for {path} would hold non-plain objects {unsafe}; store "
+                        f"tensors, numbers, strings, bools, None and lists/tuples/dicts of those")
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any] | None:
-    """The checkpoint at ``path``, or ``None`` if there is none yet."""
+    """The checkpoint at ``path``, or ``None`` if there is none yet.
+
+    Loaded with ``weights_only=True``: a file that would construct arbitrary objects (and so
+    could run code on load) raises :class:`UnsafeCheckpointError` without running any of it.
+    """
     path = Path(path)
     if not path.is_file():
         return None
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:   # torch's reason stays attached as __cause__
+        raise UnsafeCheckpointError(
+            f"{path} is not a plain-data checkpoint (it would construct objects other than "
+            f"tensors and plain containers); it was not written by this code's save_checkpoint "
+            f"or was tampered with. Not loaded: delete it to retrain."
+        ) from e
 
 
 @dataclass
@@ -110,6 +143,16 @@ class EpochLog:
         }
 
 
+HEADLESS_ENV = "REPRO_HEADLESS"   # set by make reproduce and the nbval run for their kernels
+
+
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, **kw: Any) -> Iterator[T]:
-    """tqdm progress bar (stderr, so it never enters compared notebook outputs)."""
+    """tqdm progress bar (stderr, so it never enters compared notebook outputs).
+
+    Live bars only in interactive use: under ``$REPRO_HEADLESS`` (papermill via ``make
+    reproduce``, nbval) there is no bar at all, because every refresh would become one more
+    output block of the rendered notebook; the notebooks print one summary line per stage.
+    """
+    if os.environ.get(HEADLESS_ENV):
+        return iter(iterable)
     return iter(tqdm(iterable, desc=desc, total=total, leave=False, mininterval=5.0, **kw))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -168,6 +169,47 @@ def test_sweep_writes_per_run_files_and_reuses_them(tmp_path):
     assert r4.pending == [("focal γ=2", 0), ("focal γ=2", 1)] and not r4.records
     with pytest.raises(ValueError, match="unknown loss configs"):
         ic.run_sweep(["nope"], [0], t, split, dev, tmp_path / "runs")
+
+
+def _sweep_ce(tmp_path, tcfg: ic.TrainConfig, **kw) -> ic.SweepResult:
+    """The CE config, seed 0, on the tiny split, runs/checkpoints under ``tmp_path``."""
+    return ic.run_sweep(["CE"], [0], tcfg, _tiny_split(), torch.device("cpu"), tmp_path / "runs",
+                        show_progress=False, verbose=False, **kw)
+
+
+def test_sweep_rerun_at_another_lr_does_not_resume_the_old_checkpoint(tmp_path):
+    """Interrupted at lr 0.1, rerun at lr 0.02: the record is a clean lr-0.02 run, not a mix."""
+    assert _sweep_ce(tmp_path, TINY, max_epochs_per_call=1).pending == [("CE", 0)]
+    (ck,) = (tmp_path / "runs" / "ckpt").glob("*.pt")
+    t2 = ic.TrainConfig(**{**TINY.__dict__, "lr": 0.02})
+    rec = _sweep_ce(tmp_path, t2).records[("CE", 0)]
+    assert [h["lr"] for h in rec["history"]] == [t2.lr_at(e) for e in (1, 2, 3)]
+    assert rec["train"]["lr"] == 0.02 and ck.exists()       # the lr-0.1 checkpoint is kept
+    assert ic.fingerprint("CE", losses.study_configs()["CE"], TINY, 0,
+                          _tiny_split().info) in ck.name
+
+
+def test_sweep_with_fewer_epochs_than_the_checkpoint_trains_afresh(tmp_path):
+    assert _sweep_ce(tmp_path, TINY, max_epochs_per_call=2).pending == [("CE", 0)]
+    t1 = ic.TrainConfig(**{**TINY.__dict__, "epochs": 1})
+    rec = _sweep_ce(tmp_path, t1).records[("CE", 0)]        # was: UnboundLocalError 'ev'
+    assert [h["epoch"] for h in rec["history"]] == [1] and rec["train"]["epochs"] == 1
+
+
+def test_train_one_refuses_a_checkpoint_with_another_key_or_too_many_epochs(tmp_path):
+    split, dev = _tiny_split(), torch.device("cpu")
+    spec, ck = losses.study_configs()["CE"], tmp_path / "run.pt"
+    at = f"checkpoint {re.escape(str(ck))}"
+    assert ic.train_one("CE", spec, TINY, split, 0, dev, ckpt_path=ck, ckpt_key="a",
+                        max_epochs_per_call=2, show_progress=False) is None
+    with pytest.raises(ValueError, match=f"{at}.*belongs to run 'a', not 'b'"):
+        ic.train_one("CE", spec, TINY, split, 0, dev, ckpt_path=ck, ckpt_key="b",
+                     show_progress=False)
+    with pytest.raises(ValueError, match=f"{at}.*epoch 2 but the run has 2 epochs"):
+        ic.train_one("CE", spec, ic.TrainConfig(**{**TINY.__dict__, "epochs": 2}), split, 0, dev,
+                     ckpt_path=ck, ckpt_key="a", show_progress=False)
+    with pytest.raises(ValueError, match="belongs to run 'a'"):   # default key: the fingerprint
+        ic.train_one("CE", spec, TINY, split, 0, dev, ckpt_path=ck, show_progress=False)
 
 
 def test_paired_difference_and_study_consistency():

@@ -150,6 +150,45 @@ def test_bad_weights_and_hyperparameters_rejected():
         losses.LossSpec("ce", gamma=1.0)
 
 
+@pytest.mark.parametrize("kind", ["ce", "inverse_frequency", "focal", "cb_softmax", "cb_focal"])
+@pytest.mark.parametrize("label", [-100, -1, 10])
+def test_every_loss_refuses_labels_outside_the_classes(kind, label):
+    """-100 is not an ignore index here: CE and inverse frequency refuse it like focal/CB."""
+    gamma = 1.0 if "focal" in kind else 0.0
+    loss = losses.LossSpec(kind, gamma=gamma, beta=0.999 if kind.startswith("cb_") else None
+                           ).build(COUNTS)
+    z, y = _batch()
+    y[3] = label
+    with pytest.raises(ValueError, match=f"labels outside \\[0, 10\\): \\[{label}\\]"):
+        loss(z, y)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_gamma_beta_weights_and_counts_rejected(bad):
+    z, y = _batch()
+    with pytest.raises(ValueError, match="gamma must be finite"):
+        losses.LossSpec("focal", gamma=bad)
+    with pytest.raises(ValueError, match="gamma must be finite"):
+        losses.focal_loss(z, y, bad)
+    with pytest.raises(ValueError, match="beta"):
+        losses.LossSpec("cb_focal", gamma=1.0, beta=bad)
+    w = torch.ones(10)
+    w[2] = bad
+    for fn in (lambda: losses.cross_entropy(z, y, w), lambda: losses.focal_loss(z, y, 1.0, w),
+               lambda: losses.class_balanced_loss(z, y, w)):
+        with pytest.raises(ValueError, match="weight must be finite"):
+            fn()
+    with pytest.raises(ValueError, match="counts must hold positive integers"):
+        losses.inverse_frequency_weights([bad] + COUNTS[1:])
+
+
+def test_ce_gather_matches_pytorch_cross_entropy_weighted_and_not():
+    z, y = _batch(n=256)
+    w = losses.class_balanced_weights(COUNTS, 0.99)
+    torch.testing.assert_close(losses.cross_entropy(z, y), F.cross_entropy(z, y))
+    torch.testing.assert_close(losses.cross_entropy(z, y, w), F.cross_entropy(z, y, weight=w))
+
+
 def test_study_configs_match_reference_rows():
     from common.references import CB_STUDY
 

@@ -323,3 +323,12 @@ def test_amp_and_channels_last_paths(tmp_path):
                         channels_last=True)
     res = R.train_flow(m_amp, xs, xs, cfg, tmp_path / "amp.pt", log=lambda s: None)
     assert res.step == 2 and all(math.isfinite(r["test_bpd"]) for r in res.history)
+
+
+def test_a_segment_shorter_than_start_up_still_makes_progress(tmp_path):
+    torch.manual_seed(17)
+    m = R.RealNVP((1, 4, 4), scales=1, features=4, blocks=1)
+    cfg = R.TrainConfig(batch_size=8, max_steps=5, eval_size=8, eval_every_seconds=1e9)
+    steps = [R.train_flow(m, _tiny_data(), _tiny_data(8), cfg, tmp_path / "s.pt",
+                          segment_seconds=0.0, log=lambda s: None).step for _ in range(2)]
+    assert steps == [1, 2]
