@@ -66,12 +66,17 @@ def _remedies(what: str, expected: Sequence[str]) -> str:
     )
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def hash_file(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of the file at ``path``, read in chunks (archives of hundreds of MB)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return hash_file(path, "md5")
 
 
 DOWNLOAD_TIMEOUT_S = 60.0   # a stalled connection fails instead of hanging

@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common.data import hash_file
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = REPO_ROOT / ".payload"
 MANIFEST = "MANIFEST.json"
@@ -60,12 +62,8 @@ def wheel_specs(lock: Path = REPO_ROOT / "requirements-lock.txt",
     return [pins[_norm(n)] for n in names if _norm(n) in pins]
 
 
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def sha256(path: Path) -> str:
+    return hash_file(path, "sha256")
 
 
 def split_file(src: Path, out_root: Path, part_bytes: int, stem: str = "cifar") -> list[Path]:
