@@ -39,7 +39,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from . import augment, data, losses, resnet, runtime, training
+from matplotlib.ticker import MaxNLocator
+
+from . import augment, data, losses, plots, resnet, runtime, training
 from .results import atomic_write_json
 
 NOTEBOOK = "06_class_balanced_loss"
@@ -484,6 +486,253 @@ def study_consistency(rows: Mapping[str, tuple[float, float, float]], n_minority
                     "consistent": abs(allv - implied) <= tol
                     and min(maj, mino) <= allv <= max(maj, mino)})
     return out
+
+
+# --------------------------------------------------------------------------- analysis (notebook 06)
+# Reporting only: none of this enters a run's fingerprint (see _source_hash).
+GROUPS: tuple[str, ...] = ("majority", "minority", "all")
+Records = Mapping[tuple[str, int], Mapping[str, Any]]
+
+
+def stats_of(records: Records, seeds: Sequence[int], name: str, group: str) -> tuple[float, float, int]:
+    """Mean, sample std and count of ``name``'s final ``group`` accuracy over the seeds run."""
+    return mean_std([records[(name, s)]["final"][group] for s in seeds if (name, s) in records])
+
+
+def configs_run(records: Records, seeds: Sequence[int], names: Iterable[str]) -> list[str]:
+    """The configurations of ``names`` with at least one finished seed, in that order."""
+    return [n for n in names if any((n, s) in records for s in seeds)]
+
+
+def _ci(d: Mapping[str, float]) -> str:
+    return "n/a" if not math.isfinite(d["ci_low"]) else f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+
+
+def _resolved(d: Mapping[str, float]) -> str:
+    return ("n/a (<2 seeds)" if d["n"] < 2 else
+            "yes" if d["ci_low"] > 0 or d["ci_high"] < 0 else "no")
+
+
+def summary_table(records: Records, seeds: Sequence[int], names: Iterable[str],
+                  study: Mapping[str, tuple[float, float, float]]):
+    """Ours (mean ± std over seeds) beside the study's single runs, per configuration: a
+    ``pandas.DataFrame`` with columns ``ours <group>``, ``seeds``, ``study <group>``."""
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"config": name}
+        for g in GROUPS:
+            row[f"ours {g}"] = fmt_pm(*stats_of(records, seeds, name, g))
+        row["seeds"] = stats_of(records, seeds, name, "all")[2]
+        for g, v in zip(GROUPS, study[name]):
+            row[f"study {g}"] = v
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("config")
+
+
+def paired_table(records: Records, ran: Sequence[str], reference: str = "CE"):
+    """Paired differences to ``reference`` (same seed) per configuration and group, with 95 %
+    t intervals and whether the All difference is resolved (its interval excludes 0)."""
+    import pandas as pd
+
+    rows = []
+    for name in ran:
+        if name in (reference, "balanced CE"):
+            continue
+        row: dict[str, Any] = {"config": name}
+        for g in ("minority", "majority", "all"):
+            d = paired_difference(records, name, reference, g)
+            row[f"Δ{g} vs {reference}"] = fmt_pm(d["mean"], d["std"], d["n"])
+            row[f"95% CI {g}"] = _ci(d)
+        dall = paired_difference(records, name, reference, "all")
+        row["n"] = dall["n"]
+        row["all: resolved?"] = _resolved(dall)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("config") if rows else pd.DataFrame()
+
+
+def best_of(records: Records, seeds: Sequence[int], ran: Sequence[str],
+            specs: Mapping[str, losses.LossSpec], pred) -> str | None:
+    """The configuration among ``ran`` whose spec satisfies ``pred`` with the highest mean All."""
+    cands = [n for n in ran if pred(specs[n])]
+    return max(cands, key=lambda n: stats_of(records, seeds, n, "all")[0]) if cands else None
+
+
+def best_pair_difference(records: Records, seeds: Sequence[int], names: Sequence[str]) -> str | None:
+    """One line: the best minus the runner-up of ``names`` on All (paired, with its interval)."""
+    by_all = sorted(names, key=lambda n: -stats_of(records, seeds, n, "all")[0])
+    if len(by_all) < 2:
+        return None
+    d = paired_difference(records, by_all[0], by_all[1], "all")
+    return (f"best vs runner-up on All: {by_all[0]} − {by_all[1]} = "
+            f"{fmt_pm(d['mean'], d['std'], d['n'])} points, 95% CI {_ci(d)}")
+
+
+def plot_effective_number(ax_curve, ax_ratio, weight_rows: Mapping[str, torch.Tensor]) -> None:
+    """Left: E_n against n for every β (Cui et al. Fig. 3), the study's 250 and 5,000 marked
+    and labelled. Right: the minority/majority weight ratio of each weighting."""
+    n = np.unique(np.round(np.logspace(0, 4, 200)).astype(int))
+    for b in losses.BETAS:
+        ax_curve.plot(n, losses.effective_number(n, b).numpy(), label=f"β = {b:g}")
+    ax_curve.plot(n, n, "k--", lw=1, label="β → 1 (E_n = n)")
+    ax_curve.axhline(1, color="gray", lw=1, ls=":", label="β = 0 (E_n = 1)")
+    for v, who in ((N_MINORITY, "minority"), (N_MAJORITY, "majority")):
+        ax_curve.axvline(v, color="gray", lw=0.8, alpha=0.6)
+        ax_curve.annotate(f"n = {v:,} ({who})", (v, 1.3), rotation=90, ha="right", va="bottom",
+                          fontsize=8, color="dimgray", xytext=(-2, 0), textcoords="offset points")
+    ax_curve.set(xscale="log", yscale="log", xlabel="number of samples n",
+                 ylabel="effective number E_n", title="E_n = (1 − βⁿ)/(1 − β)  (Cui et al. Fig. 3)")
+    ax_curve.legend(fontsize=8, loc="upper left")
+    ratio = {k: float(w[MINORITY_CLASSES[0]] / w[0]) for k, w in weight_rows.items()}
+    ax_ratio.bar(range(len(ratio)), list(ratio.values()))
+    ax_ratio.set_xticks(range(len(ratio)), list(ratio.keys()), rotation=30, ha="right")
+    ax_ratio.set(yscale="log", ylabel="w(minority) / w(majority)",
+                 title=f"weight ratio, {N_MINORITY:,} vs {N_MAJORITY:,} images")
+
+
+def plot_curves_by_group(axes, records: Records, seeds: Sequence[int], shown: Sequence[str]) -> None:
+    """Test accuracy per epoch for ``shown`` configurations, one panel per group (minority,
+    majority, all): mean over seeds with a min–max band. Curves that coincide (e.g. CE and
+    focal loss at small γ) stay visible: each has its own line style and hollow marker and a
+    small horizontal offset."""
+    width = 0.08 * (len(shown) - 1)
+    for ax, g in zip(axes, ("minority", "majority", "all")):
+        for i, name in enumerate(shown):
+            H = np.array([[h[g] for h in records[(name, s)]["history"]]
+                          for s in seeds if (name, s) in records])
+            ep = np.arange(1, H.shape[1] + 1) + (i * 0.08 - width / 2)
+            line, = ax.plot(ep, H.mean(0), label=f"{name} (n={len(H)})", lw=1.6,
+                            **plots.line_styles(i))
+            ax.fill_between(ep, H.min(0), H.max(0), color=line.get_color(), alpha=0.15)
+        ax.set(title=f"{g} test accuracy", xlabel="epoch", ylabel="accuracy (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+
+
+def per_class_table(records: Records, seeds: Sequence[int], ran: Sequence[str]):
+    """Final test accuracy per class (mean over seeds), one row per configuration; minority
+    classes are marked with ``*``."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {n: np.mean([records[(n, s)]["per_class"] for s in seeds if (n, s) in records], axis=0)
+         for n in ran}, index=[f"{c}*" if i in MINORITY_CLASSES else c
+                               for i, c in enumerate(data.CIFAR_CLASSES)]).T
+
+
+def plot_per_class(ax, per_class) -> None:
+    import seaborn as sns
+
+    sns.heatmap(per_class, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, ax=ax,
+                cbar_kws={"label": "test accuracy (%)"})
+    ax.set(title="per-class test accuracy (* = minority class)", xlabel="", ylabel="")
+
+
+def confusion_percent(records: Records, seeds: Sequence[int], name: str) -> np.ndarray:
+    """Confusion matrix summed over seeds, each row in % of its true class."""
+    c = np.sum([records[(name, s)]["confusion"] for s in seeds if (name, s) in records], axis=0)
+    return c / c.sum(1, keepdims=True) * 100
+
+
+def plot_confusion(ax, records: Records, seeds: Sequence[int], name: str) -> None:
+    import seaborn as sns
+
+    sns.heatmap(confusion_percent(records, seeds, name), annot=True, fmt=".0f", cmap="Blues",
+                vmin=0, vmax=100, ax=ax, xticklabels=data.CIFAR_CLASSES,
+                yticklabels=data.CIFAR_CLASSES, cbar=False)
+    ax.set(title=f"{name}: confusion (% of true class)", xlabel="predicted", ylabel="true")
+
+
+def findings_table(records: Records, seeds: Sequence[int], ran: Sequence[str], reference: str = "CE"):
+    """Per configuration: mean difference to ``reference`` per group and whether the minority
+    gain is resolved (paired 95 % interval excludes 0)."""
+    import pandas as pd
+
+    ce = {g: stats_of(records, seeds, reference, g)[0] for g in GROUPS}
+    rows = []
+    for name in ran:
+        if name == reference:
+            continue
+        m = {g: stats_of(records, seeds, name, g)[0] for g in GROUPS}
+        rows.append({"config": name,
+                     **{f"{g} − {reference}": round(m[g] - ce[g], 2) for g in ("minority", "majority", "all")},
+                     "minority gain resolved?": _resolved(paired_difference(records, name, reference, "minority"))})
+    return pd.DataFrame(rows).set_index("config") if rows else pd.DataFrame()
+
+
+def direction_agreement(records: Records, seeds: Sequence[int], ran: Sequence[str],
+                        study: Mapping[str, tuple[float, float, float]], reference: str = "CE"
+                        ) -> dict[str, dict[str, Any]]:
+    """For every re-weighted or focal configuration run: our and the study's change of minority
+    and majority accuracy relative to ``reference``, and whether the signs agree."""
+    out = {}
+    ce = {g: stats_of(records, seeds, reference, g)[0] for g in ("majority", "minority")}
+    s_ce = dict(zip(GROUPS, study[reference]))
+    for name in ran:
+        if name in (reference, "balanced CE"):
+            continue
+        s = dict(zip(GROUPS, study[name]))
+        ours = {g: stats_of(records, seeds, name, g)[0] - ce[g] for g in ("majority", "minority")}
+        theirs = {g: s[g] - s_ce[g] for g in ("majority", "minority")}
+        out[name] = {"ours": ours, "study": theirs,
+                     "agree": all(np.sign(ours[g]) == np.sign(theirs[g]) for g in ("majority", "minority"))}
+    return out
+
+
+def findings_text(records: Records, seeds: Sequence[int], ran: Sequence[str],
+                  specs: Mapping[str, losses.LossSpec], study: Mapping[str, tuple[float, float, float]],
+                  reduced: bool) -> str:
+    """The "what we find" paragraph, written from the numbers (Markdown)."""
+    if "CE" not in ran or len(ran) < 2:
+        return "Too few configurations finished to compare losses."
+    ce = {g: stats_of(records, seeds, "CE", g)[0] for g in GROUPS}
+    others = [n for n in ran if n not in ("CE", "balanced CE")]
+    top_min = max(others, key=lambda n: stats_of(records, seeds, n, "minority")[0])
+    top_all = max(others, key=lambda n: stats_of(records, seeds, n, "all")[0])
+    d_min = paired_difference(records, top_min, "CE", "minority")
+    d_maj = paired_difference(records, top_min, "CE", "majority")
+    d_all = paired_difference(records, top_all, "CE", "all")
+    agree = direction_agreement(records, seeds, ran, study)
+    k = sum(v["agree"] for v in agree.values())
+    s_best = max((n for n in specs if specs[n].kind.startswith("cb_")), key=lambda n: study[n][2])
+    parts = [
+        f"* **Minority vs majority.** CE reaches {ce['minority']:.1f} % on the minority classes and "
+        f"{ce['majority']:.1f} % on the majority. The largest minority gain is {top_min}'s: "
+        f"{d_min['mean']:+.1f} points (95 % CI {_ci(d_min)}), at {d_maj['mean']:+.1f} points on the "
+        f"majority (paired over {d_min['n']} seed(s)).",
+        f"* **All.** The best configuration on All is {top_all}, {d_all['mean']:+.2f} points over CE "
+        f"(95 % CI {_ci(d_all)}: " + ("resolved" if _resolved(d_all) == "yes" else "not resolved") + ").",
+        f"* **Against the study.** For {k} of {len(agree)} configurations the signs of our minority "
+        f"and majority changes relative to CE match the study's; its best CB row by All is "
+        f"{s_best} ({study[s_best][2]:.2f} %), ours {top_all}.",
+    ]
+    if reduced:
+        parts.append(f"* **Levels.** Our CE All is {ce['all']:.1f} % against the study's "
+                     f"{study['CE'][2]:.1f} %: a reduced run (small model, few epochs), so only the "
+                     f"directions above are comparable, not the accuracies.")
+    return "\n".join(parts)
+
+
+def verdict_06(records: Records, seeds: Sequence[int], ran: Sequence[str],
+               study: Mapping[str, tuple[float, float, float]], reduced: bool) -> tuple[str, str]:
+    """(status, reason) for notebook 06: directions of the trade-off vs the study's, and levels."""
+    agree = direction_agreement(records, seeds, ran, study)
+    if not agree:
+        return "not reproduced", "no re-weighted or focal configuration finished"
+    k, m = sum(v["agree"] for v in agree.values()), len(agree)
+    gaps = [abs(stats_of(records, seeds, n, "all")[0] - study[n][2]) for n in ran]
+    if k == m and not reduced and max(gaps) <= 2.0:
+        return "reproduced", (f"every configuration's direction matches the study and All is within "
+                              f"2 points of its single runs")
+    if 2 * k >= m:
+        return "partly reproduced", (
+            f"the direction of the re-weighting trade-off (minority up, majority down, relative to CE) "
+            f"matches the study for {k} of {m} configurations, but accuracies differ by up to "
+            f"{max(gaps):.0f} points" + (" in this reduced run" if reduced else ""))
+    return "not reproduced", (f"the direction of the change relative to CE matches the study for "
+                              f"only {k} of {m} configurations")
 
 
 # --------------------------------------------------------------------------- CLI

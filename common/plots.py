@@ -65,3 +65,48 @@ def curves(ax: plt.Axes, series: dict[str, Sequence[float]], xlabel: str, ylabel
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+def discrete_scatter(ax: plt.Axes, xy: np.ndarray, labels: np.ndarray, n_classes: int = 10,
+                     cbar_label: str = "digit", s: float = 2.0) -> None:
+    """Scatter ``xy [N, 2]`` coloured by integer ``labels`` with a discrete ``n_classes``-colour
+    map (``tab10`` for ≤ 10 classes) and a colour bar with one tick centred on each band."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    base = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+    cmap = ListedColormap([base(i) for i in range(n_classes)])
+    norm = BoundaryNorm(np.arange(-0.5, n_classes + 0.5, 1.0), cmap.N)
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=cmap, norm=norm, s=s, linewidths=0)
+    cb = ax.figure.colorbar(sc, ax=ax, ticks=range(n_classes), fraction=0.046, pad=0.04)
+    cb.set_label(cbar_label)
+
+
+def uniform_grid_2d(n: int, lim: float) -> torch.Tensor:
+    """``[n*n, 2]`` points of an ``n x n`` uniform grid on ``[-lim, lim]^2``, rows from high
+    to low z2 and columns from low to high z1 (the order :func:`tile_images` lays out)."""
+    if n < 2 or not lim > 0:
+        raise ValueError(f"need n >= 2 and lim > 0, got n={n}, lim={lim}")
+    g = torch.linspace(-lim, lim, n)
+    z2, z1 = torch.meshgrid(g.flip(0), g, indexing="ij")
+    return torch.stack([z1, z2], -1).reshape(-1, 2)
+
+
+def latent_manifold(ax: plt.Axes, images: torch.Tensor | np.ndarray, n: int, lim: float,
+                    title: str | None = None, xlabel: str = "z1", ylabel: str = "z2") -> None:
+    """Decoded images ``[n*n, H, W]`` of :func:`uniform_grid_2d` ``(n, lim)`` drawn on z axes:
+    each tile centred on its grid point, so the panel shares its axes with a latent scatter."""
+    half = lim / (n - 1)
+    ax.imshow(tile_images(images, (n, n), scale_each=False, spacing=0), cmap="gray", vmin=0.0,
+              vmax=1.0, extent=(-lim - half, lim + half, -lim - half, lim + half),
+              interpolation="nearest")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+
+
+def line_styles(i: int) -> dict[str, object]:
+    """Distinct line style and marker for the ``i``-th of several curves that may overlap."""
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P")]
+    ls, marker = styles[i % len(styles)]
+    return {"linestyle": ls, "marker": marker, "markersize": 5, "markerfacecolor": "none"}

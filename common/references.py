@@ -16,9 +16,20 @@ SOURCES: dict[str, str] = {
                      "(Real NVP on MNIST, the figure later papers quote).",
     "dlt_da": "DeepLearning 0.1 tutorial, 'Denoising Autoencoders (dA)' (dA.py), "
               "LISA lab, after P. Vincent et al., ICML 2008.",
-    "cb_study": "The class-balanced-loss study on CIFAR-10 with 3 minority classes, as quoted in "
-                "issue #5 (single runs); method: Y. Cui et al., Class-balanced loss based on "
-                "effective number of samples, CVPR 2019, arXiv:1901.05555.",
+    "cb_study": "Y. Cui, M. Jia, T.-Y. Lin, Y. Song, S. Belongie. Class-balanced loss based on "
+                "effective number of samples. CVPR 2019, arXiv:1901.05555 (the method). The "
+                "numbers (CIFAR-10 with 3 minority classes, single runs) are from an unpublished "
+                "study whose numbers were given to us; its source was not located.",
+    "goodfellow2014": "I. Goodfellow et al. Generative adversarial nets. NeurIPS 2014, "
+                      "arXiv:1406.2661.",
+    "radford2016": "A. Radford, L. Metz, S. Chintala. Unsupervised representation learning with "
+                   "deep convolutional generative adversarial networks. ICLR 2016, arXiv:1511.06434.",
+    "mirza2014": "M. Mirza, S. Osindero. Conditional generative adversarial nets. 2014, "
+                 "arXiv:1411.1784.",
+    "kingma_welling2014": "D. P. Kingma, M. Welling. Auto-encoding variational Bayes. ICLR 2014, "
+                          "arXiv:1312.6114.",
+    "heusel2017": "M. Heusel et al. GANs trained by a two time-scale update rule converge to a "
+                  "local Nash equilibrium (FID). NeurIPS 2017, arXiv:1706.08500.",
 }
 
 # Kingma et al. 2014, Table 1: test error (%) on MNIST with N labels; (mean, std or None).
@@ -43,7 +54,8 @@ REALNVP_BITS_PER_DIM: dict[str, tuple[float, str]] = {
     "mnist": (1.06, "grathwohl2018"),
 }
 
-# Class-balanced loss study: (majority, minority, all) test accuracy in %.
+# Class-balanced loss study (unpublished, source not located; see SOURCES['cb_study']):
+# (majority, minority, all) test accuracy in %, single runs.
 CB_STUDY: dict[str, tuple[float, float, float]] = {
     "balanced CE": (90.23, 94.4, 91.4),
     "CE": (87.93, 50.4, 76.5),

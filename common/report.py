@@ -1,18 +1,35 @@
-"""Generate the README's results table from ``results/*/metrics.json``.
+"""Generate the README's results tables from ``results/*/metrics.json``, and the one-line
+verdict every notebook prints at the top of its "what differs" section.
 
-    python -m common.report          # rewrite the table between the markers in README.md
-    python -m common.report --print  # print it instead
+    python -m common.report          # rewrite the tables between the markers in README.md
+    python -m common.report --print  # print them instead
+
+Layout: one *headline* table (one row per notebook: its summary row marked ``headline: True``,
+else its first row; with verdict, profile, device, wall time, commit and a link to the rendered
+notebook, each once per notebook), then one short table per notebook with every summary row
+(quantity ≤ 60 characters, ours, paper, unit, note). Rows written before these fields existed
+(no ``headline``/``verdict``, unit ``%``) are read too: their unit is inferred from the quantity
+("% error" / "% accuracy") and long quantities are shortened.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .results import RESULTS_DIR, atomic_write_bytes, load_all_metrics
 from .runtime import README_TABLE, REPO_ROOT
 
 START, END = README_TABLE
+VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
+MAX_QUANTITY = 60
+
+
+def verdict(status: str, why: str) -> str:
+    """``**Verdict: <status>** — <why>`` (Markdown); ``status`` is one of :data:`VERDICTS`."""
+    if status not in VERDICTS:
+        raise ValueError(f"status must be one of {VERDICTS}, got {status!r}")
+    return f"**Verdict: {status}** — {why.strip()}"
 
 
 def _fmt(v: Any) -> str:
@@ -23,22 +40,89 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")   # '|' inside a cell would split it
+
+
+def unit_of(row: Mapping[str, Any]) -> str:
+    """The row's unit; a bare ``%`` becomes "% error" or "% accuracy" when the quantity says."""
+    unit = str(row.get("unit", ""))
+    if unit == "%":
+        q = str(row.get("quantity", "")).lower()
+        if "error" in q:
+            return "% error"
+        if "acc" in q:
+            return "% accuracy"
+    return unit
+
+
+def short_quantity(text: str, limit: int = MAX_QUANTITY) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters (with "…")."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,;:(") + "…"
+
+
+def headline_row(rec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    rows = rec.get("summary") or []
+    return next((r for r in rows if r.get("headline")), rows[0] if rows else None)
+
+
+def _verdict_of(rec: Mapping[str, Any]) -> str | None:
+    return next((r["verdict"] for r in rec.get("summary") or [] if r.get("verdict")), None)
+
+
+def _prov(rec: Mapping[str, Any]) -> dict[str, str]:
+    prov = rec["provenance"]
+    return {"profile": prov["profile"] + (" (reduced)" if prov.get("reduced") else ""),
+            "device": str(prov.get("device", "—")),
+            "wall": f"{prov['wall_time_s'] / 60:.1f} min" if prov.get("wall_time_s") else "—",
+            "commit": str(prov.get("commit") or "—")[:8] + ("+dirty" if prov.get("dirty") else "")}
+
+
+def _link(nb: str) -> str:
+    return f"[{nb}](results/{nb}/{nb}.html)"
+
+
+def headline_table(records: list[dict[str, Any]]) -> str:
+    lines = ["| notebook | headline | paper | ours | unit | verdict | profile | device | wall time | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for rec in records:
+        row, p = headline_row(rec), _prov(rec)
+        if row is None:
+            continue
+        lines.append("| " + " | ".join(_cell(c) for c in [
+            _link(rec["notebook"]), short_quantity(row["quantity"]), _fmt(row.get("paper")),
+            _fmt(row.get("ours")), unit_of(row), _verdict_of(rec) or "—", p["profile"], p["device"],
+            p["wall"], p["commit"]]) + " |")
+    return "\n".join(lines)
+
+
+def detail_tables(records: list[dict[str, Any]]) -> str:
+    parts = []
+    for rec in records:
+        p = _prov(rec)
+        lines = [f"**{rec['notebook']}** · {p['profile']} · {p['device']} · {p['wall']} · "
+                 f"commit {p['commit']}", "",
+                 "| quantity | ours | paper | unit | note |", "|---|---|---|---|---|"]
+        for row in rec.get("summary") or []:
+            lines.append("| " + " | ".join(_cell(c) for c in [
+                short_quantity(row["quantity"]), _fmt(row.get("ours")), _fmt(row.get("paper")),
+                unit_of(row), row.get("note") or ""]) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def results_table(records: list[dict[str, Any]]) -> str:
+    """The generated README block: headline table, then the per-notebook details."""
     if not records:
         return "_No results yet: run `make reproduce`._"
-    lines = ["| notebook | quantity | ours | paper | unit | profile | device | wall time | commit |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for rec in records:
-        prov = rec["provenance"]
-        profile = prov["profile"] + (" (reduced)" if prov.get("reduced") else "")
-        commit = prov["commit"][:8] + ("+dirty" if prov.get("dirty") else "")
-        wall = f"{prov['wall_time_s'] / 60:.1f} min" if prov.get("wall_time_s") else "—"
-        for row in rec.get("summary", []):
-            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in [
-                rec["notebook"], row["quantity"] + (f" ({row['note']})" if row.get("note") else ""),
-                _fmt(row["ours"]), _fmt(row["paper"]), row["unit"], profile, prov["device"],
-                wall, commit]) + " |")  # '|' inside a cell would split it
-    return "\n".join(lines)
+    return (headline_table(records) + "\n\n<details><summary>Every reported quantity, per notebook"
+            "</summary>\n\n" + detail_tables(records) + "\n\n</details>")
 
 
 def update_readme(readme: Path = REPO_ROOT / "README.md", results: Path = RESULTS_DIR) -> bool:
@@ -56,7 +140,7 @@ def update_readme(readme: Path = REPO_ROOT / "README.md", results: Path = RESULT
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--print", action="store_true", help="print the table, change nothing")
+    ap.add_argument("--print", action="store_true", help="print the tables, change nothing")
     args = ap.parse_args(argv)
     if args.print:
         print(results_table(load_all_metrics()))

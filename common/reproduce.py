@@ -86,6 +86,24 @@ def render_html(executed: Path) -> Path:
     return out
 
 
+def relocate_paths(executed: Path, staging: Path, final: Path) -> int:
+    """Rewrite ``executed`` so that the staging folder reads as where the results end up: every
+    occurrence of ``staging`` (absolute, and as a repository-relative path) in sources, outputs
+    and metadata (papermill's injected parameters, banners) becomes ``final`` relative to the
+    repository (``results/<name>``). Returns the number of replacements."""
+    text = executed.read_text(encoding="utf-8")
+    target = _show(final)
+    olds = sorted({str(staging), str(staging.resolve()), _show(staging)}, key=len, reverse=True)
+    count = 0
+    for old in olds:
+        for form in (old, json.dumps(old)[1:-1]):          # as written, and JSON-escaped
+            count += text.count(form)
+            text = text.replace(form, json.dumps(target)[1:-1] if form != old else target)
+    if count:
+        executed.write_text(text, encoding="utf-8")
+    return count
+
+
 def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
     import papermill
 
@@ -106,6 +124,7 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
             papermill.execute_notebook(str(book), str(executed), parameters=params,
                                        kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
                                        progress_bar=True, log_output=True)
+        relocate_paths(executed, staging, final)   # the reader sees results/<name>, not staging
         if not (staging / METRICS_FILE).is_file():
             raise RuntimeError(f"{name} finished without writing {METRICS_FILE}")
         unfinished = unfinished_parts(json.loads((staging / METRICS_FILE).read_text()))

@@ -53,6 +53,16 @@ def test_success_then_failure_keeps_good_results(sandbox):
     assert not list(res.glob(".staging-*"))
 
 
+def test_executed_notebook_names_the_final_folder_not_staging(sandbox):
+    books, res = sandbox
+    book = write_book(books / "94_paths.ipynb", GOOD + "print('out', OUT_DIR)\n")
+    final = reproduce.run_one(book, "smoke", {})
+    for name in ("94_paths.ipynb", "94_paths.html"):
+        text = (final / name).read_text()
+        assert ".staging-" not in text, name
+    assert str(reproduce._show(final)) in (final / "94_paths.ipynb").read_text()
+
+
 def test_run_without_metrics_is_a_failure(sandbox):
     books, res = sandbox
     book = write_book(books / "97_nometrics.ipynb", "x = 1\n")

@@ -1,0 +1,176 @@
+"""Profile tables of notebooks 01–04 (one ``{profile: {key: value}}`` table per notebook, read
+with :func:`common.runtime.pick`), the checkpoint names of the Kingma et al. notebooks, and a
+short printed summary of the active profile.
+
+Notebook 06 keeps its table beside its training code (:data:`common.imbalanced_cifar.CONFIGS`).
+The tables live here, not in :mod:`common.kingma`, because that module's source is hashed into
+every Kingma checkpoint (:func:`common.kingma.code_hash`): settings tables can change without
+invalidating trained models.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .runtime import REPO_ROOT, is_reduced
+
+# M1+SVC label draws (seeds of :func:`common.kingma.labelled_subsets`), shared by 01 and 03 so
+# that both report the same M1+SVC numbers for the same M1.
+SVC_DRAWS: dict[str, list[int]] = {"smoke": [0, 1, 2], "cpu": [0, 1, 2], "full": [0, 1, 2, 3, 4]}
+
+# 01 · M1. threads: 1 is fastest on a shared 2-core CPU (2 threads thrash when other jobs run)
+CONFIGS_01: dict[str, dict[str, Any]] = {
+    "smoke": {"n_train": 2000, "n_valid": 500, "n_test": 1000, "hidden": (64, 64), "z": 50,
+              "epochs": 2, "batch": 100, "lr": 1e-3, "eval_every": 1,
+              "hidden_2d": (64, 64), "epochs_2d": 2, "lr_2d": 1e-3, "grid": 8,
+              "n_labels": [100], "draws": SVC_DRAWS["smoke"], "seeds": [0], "threads": 1,
+              "active_std": 0.001},
+    "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (600, 600), "z": 50,
+            "epochs": 20, "batch": 100, "lr": 1e-3, "eval_every": 2,
+            "hidden_2d": (500, 500), "epochs_2d": 10, "lr_2d": 1e-3, "grid": 20,
+            "n_labels": [100, 600, 1000, 3000], "draws": SVC_DRAWS["cpu"], "seeds": [0],
+            "threads": 1, "active_std": 0.1},
+    "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (600, 600), "z": 50,
+             "epochs": 3000, "batch": 100, "lr": 3e-4, "eval_every": 50,
+             "hidden_2d": (500, 500), "epochs_2d": 1000, "lr_2d": 3e-4, "grid": 20,
+             "n_labels": [100, 600, 1000, 3000], "draws": SVC_DRAWS["full"], "seeds": [0],
+             "threads": None, "active_std": 0.1},
+}
+
+# 02 · M2. Per N: (epochs, minibatches per epoch, labelled per minibatch or None for the paper's
+# ceil(N / minibatches), unlabelled per minibatch or None for N_u / minibatches, i.e. every
+# unlabelled point once per epoch). N with equal schedules train as one stacked model.
+# cost_steps: optimiser steps timed per stacked model to estimate the paper's schedule here.
+CONFIGS_02: dict[str, dict[str, Any]] = {
+    "smoke": {"n_train": 2000, "n_valid": 500, "n_test": 1000, "hidden": (32,), "z": 50,
+              "lr": 1e-3, "alpha_factor": 0.1, "seeds": [0, 1],
+              "schedule": {100: (2, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None)},
+              "eval_every": 1,
+              "sup_hidden": (32, 32), "sup_epochs": 1, "sup_batches": 4,
+              "sty_hidden": (32,), "sty_epochs": 1, "grid": 6, "threads": 1,
+              "alpha_ablation": True, "cost_steps": 1},
+    "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (500,), "z": 50,
+            "lr": 1e-3, "alpha_factor": 1.0, "seeds": [0, 1, 2],
+            "schedule": {100: (30, 10, 100, 100), 600: (20, 10, 100, 50),
+                         1000: (20, 10, 100, 50), 3000: (20, 10, 100, 50)}, "eval_every": 1,
+            "sup_hidden": (500, 500), "sup_epochs": 3, "sup_batches": 100,
+            "sty_hidden": (500,), "sty_epochs": 3, "grid": 10, "threads": 1,
+            "alpha_ablation": True, "cost_steps": 3},
+    "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (500,), "z": 50,
+             "lr": 3e-4, "alpha_factor": 0.1, "seeds": [0, 1, 2, 3, 4],
+             "schedule": {100: (3000, 100, 1, None), 600: (3000, 200, None, None),
+                          1000: (3000, 200, None, None), 3000: (3000, 200, None, None)},
+             "eval_every": 10, "sup_hidden": (500, 500), "sup_epochs": 1000, "sup_batches": 500,
+             "sty_hidden": (500,), "sty_epochs": 1000, "grid": 10, "threads": None,
+             "alpha_ablation": False, "cost_steps": 20},
+}
+
+# 03 · M1+M2. M1 settings equal notebook 01's, so its checkpoint is reused when present.
+# schedule: as in CONFIGS_02. seeds are the label draws of M1+M2 and of M1+SVC (SVC_DRAWS).
+CONFIGS_03: dict[str, dict[str, Any]] = {
+    "smoke": {"n_train": 2000, "n_valid": 500, "n_test": 1000,
+              "m1_hidden": (64, 64), "m1_epochs": 2, "m1_batch": 100, "m1_lr": 1e-3,
+              "active_std": 0.001, "seeds": SVC_DRAWS["smoke"], "hidden_n100": (16,),
+              "hidden": (24,), "z": 50, "lr": 1e-3, "alpha_factor": 0.1,
+              "schedule": {100: (2, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None)},
+              "eval_every": 1, "m2_fallback_train": True, "m2_hidden": (16,),
+              "m2_schedule": {100: (1, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None)},
+              "threads": 1, "cost_steps": 1},
+    "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
+            "m1_hidden": (600, 600), "m1_epochs": 20, "m1_batch": 100, "m1_lr": 1e-3,
+            "active_std": 0.1, "seeds": SVC_DRAWS["cpu"], "hidden_n100": (300,),
+            "hidden": (500,), "z": 50, "lr": 3e-3, "alpha_factor": 1.0,
+            "schedule": {100: (20, 500, 100, 100), 600: (4, 500, 100, 100),
+                         1000: (4, 500, 100, 100), 3000: (4, 500, 100, 100)}, "eval_every": 1,
+            "m2_fallback_train": False, "m2_hidden": (500,), "m2_schedule": {}, "threads": 1,
+            "cost_steps": 3},
+    "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
+             "m1_hidden": (600, 600), "m1_epochs": 3000, "m1_batch": 100, "m1_lr": 3e-4,
+             "active_std": 0.1, "seeds": SVC_DRAWS["full"], "hidden_n100": (300,),
+             "hidden": (500,), "z": 50, "lr": 3e-4, "alpha_factor": 0.1,
+             "schedule": {100: (3000, 100, 1, None), 600: (3000, 200, None, None),
+                          1000: (3000, 200, None, None), 3000: (3000, 200, None, None)},
+             "eval_every": 10, "m2_fallback_train": True, "m2_hidden": (500,),
+             "m2_schedule": {100: (3000, 100, 1, None), 600: (3000, 200, None, None),
+                             1000: (3000, 200, None, None), 3000: (3000, 200, None, None)},
+             "threads": None, "cost_steps": 20},
+}
+
+# 04 · denoising autoencoder: images, epochs, probe: train images, L-BFGS iterations. The
+# tutorial's own settings (784-500, lr 0.1, batch 20, c = 0 / 0.3, seed 123) are TUTORIAL_04.
+CONFIGS_04: dict[str, dict[str, Any]] = {
+    "smoke": dict(n_train=1_000, epochs=2, probe_train=1_000, probe_iter=50),
+    "cpu": dict(n_train=50_000, epochs=15, probe_train=50_000, probe_iter=300),
+    "full": dict(n_train=50_000, epochs=15, probe_train=50_000, probe_iter=300),
+}
+TUTORIAL_04: dict[str, Any] = dict(n_hidden=500, lr=0.1, batch_size=20, levels=(0.0, 0.3), seed=123)
+
+
+def kingma_checkpoint(name: str, profile: str, device: torch.device | str) -> Path | None:
+    """Checkpoint path of a Kingma et al. model (resumable long runs) shared by 01–03:
+    ``checkpoints/kingma_<name>_<profile>_<device type>.pt``; ``None`` in the smoke profile, so
+    CI always trains."""
+    if profile == "smoke":
+        return None
+    kind = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return REPO_ROOT / "checkpoints" / f"kingma_{name}_{profile}_{kind}.pt"
+
+
+def svc_errors(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor,
+               y_test: torch.Tensor, n_labels: Sequence[int], draws: Sequence[int]
+               ) -> tuple[dict[int, list[float]], dict[int, float]]:
+    """M1+SVC (or, with pixels as features, a raw-pixel SVC) for notebooks 01 and 03 alike: for
+    every N, the test errors (%) of :func:`common.kingma.feature_classifier_errors` over the
+    balanced label draws ``draws`` (:func:`common.kingma.labelled_subsets`), and its seconds."""
+    import time
+
+    from .kingma import feature_classifier_errors, labelled_subsets
+
+    errors, seconds = {}, {}
+    for n in n_labels:
+        t0 = time.perf_counter()
+        lab = labelled_subsets(y_train.cpu(), n, draws)
+        errors[n] = feature_classifier_errors(f_train, y_train, lab, f_test, y_test)
+        seconds[n] = round(time.perf_counter() - t0, 2)
+    return errors, seconds
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_short(x) for x in v) + ")" if isinstance(v, tuple) else \
+            "[" + ", ".join(_short(x) for x in v) + "]"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def summary(cfg: Mapping[str, Any], profile: str, keys: Sequence[str], reduced: bool | None = None,
+            width: int = 96) -> str:
+    """A few lines naming the active profile, whether it is reduced, and ``keys`` of ``cfg``
+    (``key=value``, wrapped at ``width``); unknown keys raise a ``KeyError`` naming them."""
+    unknown = [k for k in keys if k not in cfg]
+    if unknown:
+        raise KeyError(f"summary keys {unknown} not in the config (has {sorted(cfg)})")
+    red = is_reduced(profile) if reduced is None else reduced
+    lines = [f"profile {profile}: " + ("REDUCED (not the paper's setting; numbers are not a "
+                                       "reproduction)" if red else "the paper's / tutorial's setting")]
+    line = " "
+    for k in keys:
+        item = f" {k}={_short(cfg[k])}"
+        if len(line) + len(item) > width and line.strip():
+            lines.append(line.rstrip())
+            line = " "
+        line += item
+    if line.strip():
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def show_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (for banners), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

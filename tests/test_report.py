@@ -1,0 +1,53 @@
+"""The README's generated tables: a compact headline table, then short per-notebook tables."""
+import torch
+
+from common import report, results
+
+
+def _save(res, name, summary, wall=600.0, reduced=True):
+    results.save_metrics(res / name, name, profile="cpu", seeds=[0], device=torch.device("cpu"),
+                         wall_time_s=wall, config={}, metrics={}, reduced=reduced, summary=summary)
+
+
+def test_headline_and_detail_layout(tmp_path):
+    res = tmp_path / "results"
+    long_q = ("the paper's M2 schedule (full profile: 3000 epochs, 5 seeds, 4 N) on this device "
+              "(measured step time x steps)")
+    _save(res, "01_new", [
+        {"quantity": "M1 test ELBO", "ours": -99.5, "paper": None, "unit": "nats"},
+        {"quantity": "M1+SVC test error, N=100", "ours": 18.1, "paper": 11.82, "unit": "% error",
+         "headline": True, "verdict": "partly reproduced", "note": "paper: M1+TSVM"}])
+    _save(res, "02_old", [   # a metrics.json from before headline/verdict/units existed
+        {"quantity": "M2 test error, N=100", "ours": 27.9, "paper": 11.97, "unit": "%"},
+        {"quantity": "CE minority test accuracy", "ours": 1.0, "paper": 50.4, "unit": "%"},
+        {"quantity": long_q, "ours": 663.4, "paper": None, "unit": "hours"}])
+    text = report.results_table(results.load_all_metrics(res))
+    head, detail = text.split("<details>", 1)
+    rows = [l for l in head.splitlines() if l.startswith("| [")]
+    assert len(rows) == 2                                    # one row per notebook
+    assert rows[0].startswith("| [01_new](results/01_new/01_new.html) | M1+SVC test error, N=100 | "
+                              "11.82 | 18.1 | % error | partly reproduced | cpu (reduced) |")
+    assert "| M2 test error, N=100 | 11.97 | 27.9 | % error | — |" in rows[1]   # first row, no verdict
+    assert head.count("10.0 min") == 2 and detail.count("10.0 min") == 2     # once per notebook
+    assert "| CE minority test accuracy | 1 | 50.4 | % accuracy |" in detail
+    for line in detail.splitlines():
+        if line.startswith("| ") and not line.startswith("| quantity") and "---" not in line:
+            assert len(line.split(" | ")[0][2:]) <= report.MAX_QUANTITY
+    assert "…" in detail and long_q not in detail
+
+
+def test_verdict_line_and_unknown_status():
+    assert report.verdict("reproduced", "the setting ran exactly.") == \
+        "**Verdict: reproduced** — the setting ran exactly."
+    try:
+        report.verdict("sort of", "x")
+    except ValueError as e:
+        assert "sort of" in str(e)
+    else:
+        raise AssertionError("accepted an unknown status")
+
+
+def test_short_quantity():
+    assert report.short_quantity("a b", 60) == "a b"
+    s = report.short_quantity("word " * 30, 60)
+    assert len(s) <= 60 and s.endswith("…")
