@@ -154,7 +154,17 @@ def prepare_mnist(root: Path | None = None) -> Path:
             _atomic_copy(src, dst)
     _writable(raw)
     try:
-        with _download_timeout():
+        try:
+            with _download_timeout():
+                MNIST(str(root), train=True, download=True)
+                MNIST(str(root), train=False, download=True)
+        except RuntimeError:
+            # a damaged extracted copy beside intact, verified .gz files: re-extract it once
+            if not all((raw / n).is_file() and md5sum(raw / n) == md5 for n, md5 in resources):
+                raise
+            for f in raw.iterdir():
+                if f.is_file() and not f.name.endswith(".gz"):
+                    f.unlink()
             MNIST(str(root), train=True, download=True)
             MNIST(str(root), train=False, download=True)
     except (RuntimeError, OSError) as e:  # torchvision: "Error downloading ..." / "Dataset not found"
@@ -168,7 +178,16 @@ def _mnist_arrays(root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
     from torchvision.datasets import MNIST
 
     prepare_mnist(Path(root))
-    tr, te = MNIST(root, train=True), MNIST(root, train=False)
+    raw = Path(root) / "MNIST" / "raw"
+    try:
+        tr, te = MNIST(root, train=True), MNIST(root, train=False)
+    except Exception as e:   # a truncated or damaged extracted file in the prepared data root
+        raise DataError(f"the prepared MNIST files in {raw} cannot be read ({type(e).__name__}: "
+                        f"{e}). They are a local copy, not the source: delete {raw} and run again "
+                        f"to re-create them from ${MIRROR_ENV} (or the download).") from e
+    if len(tr.data) != 60_000 or len(te.data) != 10_000:
+        raise DataError(f"the prepared MNIST files in {raw} hold {len(tr.data)} / {len(te.data)} "
+                        f"images, expected 60,000 / 10,000: delete {raw} and run again.")
     return tr.data, tr.targets, te.data, te.targets
 
 

@@ -183,3 +183,18 @@ def test_downloads_have_a_timeout():
     with data._download_timeout(7.0):
         assert socket.getdefaulttimeout() == 7.0
     assert socket.getdefaulttimeout() == before
+
+
+@pytest.mark.skipif(_MIRROR is None, reason="needs the offline mirror")
+def test_truncated_prepared_file_is_re_extracted_from_the_verified_archives(isolated_env, monkeypatch):
+    monkeypatch.setenv(data.MIRROR_ENV, str(_MIRROR))
+    root = data.prepare_mnist()
+    bad = root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    good = bad.read_bytes()
+    bad.write_bytes(good[:5000])                       # truncated local copy, .gz files intact
+    data._mnist_arrays.cache_clear()
+    try:
+        x, y = data.load_mnist("test")
+        assert x.shape == (10_000, 784) and bad.read_bytes() == good
+    finally:
+        data._mnist_arrays.cache_clear()
