@@ -553,6 +553,65 @@ def decode_manifold(model: RealNVP, x4_uint8: torch.Tensor, steps: int = 8,
         return postprocess(model.inverse(model.unflatten_z(zm)), alpha)
 
 
+# =========================================================================== notebook 05 profiles
+# The profile table of notebook 05 (same keys in every profile; see runtime.pick). ``mnist_*``
+# is the chosen MNIST model; ``mnist_small_*`` the earlier one-scale model, trained beside it so
+# the bits/dim-vs-time figure shows what a bigger model buys at equal CPU time.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "threads": 1, "seed": 0,
+        "toy_n": 512, "toy_couplings": 4, "toy_hidden": 16, "toy_steps": 40,
+        "mnist_n_train": 256, "mnist_n_test": 128,
+        "mnist_model": {"scales": 2, "features": 4, "blocks": 1},
+        "mnist_train_s": 1e9, "mnist_max_steps": 4, "mnist_batch": 32,
+        "mnist_small_model": {"scales": 1, "features": 4, "blocks": 1},
+        "mnist_small_train_s": 1e9, "mnist_small_max_steps": 2, "mnist_small_batch": 32,
+        "cifar_n_train": 128, "cifar_n_test": 64,
+        "cifar_model": {"scales": 1, "features": 4, "blocks": 1},
+        "cifar_train_s": 1e9, "cifar_max_steps": 4, "cifar_batch": 32,
+        "eval_every_s": 0.0, "eval_size": 64, "final_eval_n": 128,
+        "segment_s": 600, "resume_demo": True, "amp": False, "channels_last": False,
+        "invert_n": 64, "sample_grid": 4, "manifold_steps": 3,
+        "classifier": {"epochs": 1, "batch_size": 128, "lr": 2e-3, "seed": 0, "n_train": 2000},
+        "confidence_n": 64,
+    },
+    "cpu": {
+        "threads": 1, "seed": 0,
+        "toy_n": 4096, "toy_couplings": 6, "toy_hidden": 64, "toy_steps": 1000,
+        "mnist_n_train": None, "mnist_n_test": None,
+        "mnist_model": {"scales": 2, "features": 16, "blocks": 1},
+        "mnist_train_s": 1320.0, "mnist_max_steps": 10 ** 9, "mnist_batch": 64,
+        "mnist_small_model": {"scales": 1, "features": 8, "blocks": 1},
+        "mnist_small_train_s": 300.0, "mnist_small_max_steps": 10 ** 9, "mnist_small_batch": 64,
+        "cifar_n_train": None, "cifar_n_test": 2000,
+        "cifar_model": {"scales": 1, "features": 8, "blocks": 1},
+        "cifar_train_s": 60.0, "cifar_max_steps": 10 ** 9, "cifar_batch": 64,
+        "eval_every_s": 90.0, "eval_size": 1000, "final_eval_n": None,
+        "segment_s": 2400, "resume_demo": False, "amp": False, "channels_last": False,
+        "invert_n": 1000, "sample_grid": 8, "manifold_steps": 8,
+        "classifier": {"epochs": 3, "batch_size": 128, "lr": 2e-3, "seed": 0, "n_train": None},
+        "confidence_n": 1000,
+    },
+    "full": {
+        "threads": None, "seed": 0,
+        "toy_n": 8192, "toy_couplings": 8, "toy_hidden": 128, "toy_steps": 4000,
+        "mnist_n_train": None, "mnist_n_test": None,
+        "mnist_model": {"scales": 2, "features": 64, "blocks": 4},
+        "mnist_train_s": 900.0, "mnist_max_steps": 10 ** 9, "mnist_batch": 64,
+        "mnist_small_model": {"scales": 1, "features": 8, "blocks": 1},
+        "mnist_small_train_s": 300.0, "mnist_small_max_steps": 10 ** 9, "mnist_small_batch": 64,
+        "cifar_n_train": None, "cifar_n_test": None,
+        "cifar_model": {"scales": 1, "features": 64, "blocks": 8},   # paper: 8 blocks, 64 maps, 1 downscale
+        "cifar_train_s": 1500.0, "cifar_max_steps": 10 ** 9, "cifar_batch": 64,
+        "eval_every_s": 60.0, "eval_size": 2000, "final_eval_n": None,
+        "segment_s": 450, "resume_demo": False, "amp": True, "channels_last": True,
+        "invert_n": 10000, "sample_grid": 8, "manifold_steps": 8,
+        "classifier": {"epochs": 3, "batch_size": 128, "lr": 2e-3, "seed": 0, "n_train": None},
+        "confidence_n": 1000,
+    },
+}
+
+
 # =========================================================================== training
 @dataclass
 class TrainConfig:

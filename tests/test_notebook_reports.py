@@ -13,6 +13,7 @@ from common import imbalanced_cifar as ic, losses, profiles, references, runtime
 from common.reproduce import NOTEBOOKS_DIR  # noqa: E402
 
 CITES = {"01": ["kingma2014"], "02": ["kingma2014"], "03": ["kingma2014"], "04": ["dlt_da"],
+         "05": ["dinh2016", "grathwohl2018"], "07": ["goodfellow2014", "radford2016", "mirza2014"],
          "06": ["cb_study"]}
 
 

@@ -1,0 +1,393 @@
+"""GANs and their VAE counterpart on 28x28 MNIST: DCGAN, conditional DCGAN, a conv VAE.
+
+* Goodfellow et al. 2014 (arXiv:1406.2661): the minimax game, eq. (1),
+  ``min_G max_D E_x[log D(x)] + E_z[log(1 - D(G(z)))]``, Algorithm 1 (``k`` D steps per G step)
+  and the non-saturating generator loss ``-log D(G(z))`` (section 3).
+* Radford et al. 2016 (DCGAN, arXiv:1511.06434): uniform noise, transposed convolutions,
+  batch norm, ReLU in G with a tanh output, LeakyReLU(0.2) in D, Adam(2e-4, beta1 0.5),
+  weights ~ N(0, 0.02).
+* Mirza & Osindero 2014 (arXiv:1411.1784): the label ``y`` is fed to both G and D, eq. (2).
+* Kingma & Welling 2014 (arXiv:1312.6114): the VAE bound, eq. (3)/(10), and the
+  reparameterisation trick, eq. (4); the densities come from :mod:`common.kingma`.
+
+Images: generators return ``[N, 1, 28, 28]`` in [-1, 1] (tanh). The VAE's decoder is the same
+network as G with its tanh replaced by Bernoulli logits; :meth:`ConvVAE.sample` returns the
+decoder mean rescaled to [-1, 1] so that every model hands the evaluation the same range.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kingma import bernoulli_log_likelihood, gaussian_kl, reparameterise
+from .training import EpochLog, check_finite
+
+GLoss = Literal["non_saturating", "saturating"]
+IMAGE_SHAPE = (1, 28, 28)
+
+
+# --------------------------------------------------------------------------- noise and labels
+def sample_noise(n: int, z_dim: int, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu", kind: Literal["uniform", "normal"] = "uniform"
+                 ) -> torch.Tensor:
+    """``z ~ U(-1, 1)^z_dim`` (DCGAN) or ``N(0, I)`` (the VAE prior), drawn on ``device``."""
+    if kind == "uniform":
+        return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
+    if kind == "normal":
+        return torch.randn(n, z_dim, generator=generator, device=device)
+    raise ValueError(f"kind must be 'uniform' or 'normal', got {kind!r}")
+
+
+def one_hot(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    return F.one_hot(y.long(), n_classes).float()
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN's initialisation: conv / linear weights ~ N(0, 0.02), BN scale ~ N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+# --------------------------------------------------------------------------- networks
+class Generator(nn.Module):
+    """DCGAN generator for 28x28: ``z (+ one-hot y)`` -> linear to ``2ch x 7 x 7`` -> BN, ReLU ->
+    ConvT(2ch -> ch, 4, stride 2) -> BN, ReLU -> ConvT(ch -> 1, 4, stride 2) -> tanh.
+
+    ``n_classes > 0`` makes it conditional (Mirza & Osindero: ``y`` concatenated to ``z``).
+    """
+
+    def __init__(self, z_dim: int = 100, ch: int = 64, n_classes: int = 0) -> None:
+        super().__init__()
+        if z_dim < 1 or ch < 1 or n_classes < 0:
+            raise ValueError(f"bad Generator sizes z_dim={z_dim}, ch={ch}, n_classes={n_classes}")
+        self.z_dim, self.ch, self.n_classes = z_dim, ch, n_classes
+        self.fc = nn.Linear(z_dim + n_classes, 2 * ch * 7 * 7, bias=False)
+        self.bn0 = nn.BatchNorm1d(2 * ch * 7 * 7)
+        self.up1 = nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(ch)
+        self.up2 = nn.ConvTranspose2d(ch, 1, 4, 2, 1)
+        dcgan_init(self)
+
+    def _input(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if self.n_classes:
+            if y is None:
+                raise ValueError("this generator is conditional: pass labels y")
+            return torch.cat([z, one_hot(y, self.n_classes)], 1)
+        if y is not None:
+            raise ValueError("this generator is unconditional: y must be None")
+        return z
+
+    def logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The output before the final nonlinearity, ``[N, 1, 28, 28]``."""
+        h = F.relu(self.bn0(self.fc(self._input(z, y))))
+        h = h.view(len(z), 2 * self.ch, 7, 7)
+        h = F.relu(self.bn1(self.up1(h)))
+        return self.up2(h)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(self.logits(z, y))
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator for 28x28: Conv(1 (+ n_classes) -> ch, 4, s2) -> LeakyReLU(0.2) ->
+    Conv(ch -> 2ch, 4, s2) -> BN -> LeakyReLU(0.2) -> linear -> one logit (no BN on the input
+    layer, as in DCGAN). A conditional D receives ``y`` as ``n_classes`` constant one-hot maps
+    stacked on the image channels."""
+
+    def __init__(self, ch: int = 64, n_classes: int = 0) -> None:
+        super().__init__()
+        if ch < 1 or n_classes < 0:
+            raise ValueError(f"bad Discriminator sizes ch={ch}, n_classes={n_classes}")
+        self.ch, self.n_classes = ch, n_classes
+        self.conv1 = nn.Conv2d(1 + n_classes, ch, 4, 2, 1)
+        self.conv2 = nn.Conv2d(ch, 2 * ch, 4, 2, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(2 * ch)
+        self.fc = nn.Linear(2 * ch * 7 * 7, 1)
+        dcgan_init(self)
+
+    def trunk(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.n_classes:
+            if y is None:
+                raise ValueError("this discriminator is conditional: pass labels y")
+            maps = one_hot(y, self.n_classes)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, maps], 1)
+        h = F.leaky_relu(self.conv1(x), 0.2)
+        h = F.leaky_relu(self.bn2(self.conv2(h)), 0.2)
+        return h.flatten(1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Logit of D(x) (``D = sigmoid(logit)``), shape ``[N]``."""
+        return self.fc(self.trunk(x, y)).squeeze(1)
+
+
+class ConvVAE(nn.Module):
+    """A VAE whose decoder is a :class:`Generator` (same layers as G, Bernoulli logits instead
+    of tanh) and whose encoder is the :class:`Discriminator`'s trunk with a ``2 z_dim`` head.
+
+    The bound (Kingma & Welling eq. 10): ``log p(x) >= E_q[log p(x|z)] - KL(q(z|x) || N(0, I))``,
+    one reparameterised sample ``z = mu + sigma * eps`` (eq. 4). ``x`` in {0, 1} (binarised).
+    """
+
+    def __init__(self, z_dim: int = 100, ch: int = 64) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.encoder = Discriminator(ch)
+        self.encoder.fc = nn.Linear(2 * ch * 7 * 7, 2 * z_dim)
+        self.decoder = Generator(z_dim, ch)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder.fc(self.encoder.trunk(x)).chunk(2, dim=1)
+        return mu, logvar
+
+    def elbo(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-image ELBO in nats, ``[N]`` (``x``: ``[N, 1, 28, 28]`` in {0, 1})."""
+        mu, logvar = self.encode(x)
+        z = reparameterise(mu, logvar, eps)
+        logits = self.decoder.logits(z).flatten(1)
+        return bernoulli_log_likelihood(logits, x.flatten(1)) - gaussian_kl(mu, logvar)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """``E[x | z]`` in [0, 1]."""
+        return torch.sigmoid(self.decoder.logits(z))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder mean rescaled to [-1, 1], the generators' range."""
+        return self.decode_mean(z) * 2 - 1
+
+
+# --------------------------------------------------------------------------- losses
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D's loss, the negative of eq. (1)'s value: ``-log D(x) - log(1 - D(G(z)))``, batch mean."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_loss(fake_logits: torch.Tensor, kind: GLoss = "non_saturating") -> torch.Tensor:
+    """G's loss on ``D(G(z)) = sigmoid(fake_logits)``, batch mean.
+
+    ``saturating``: ``log(1 - D(G(z)))`` (eq. 1, minimised); its gradient w.r.t. the logit is
+    ``-D(G(z))``, which vanishes when D confidently rejects the samples (early training).
+    ``non_saturating``: ``-log D(G(z))`` (Goodfellow et al., section 3), gradient
+    ``-(1 - D(G(z)))``: strong exactly when the saturating one is weak.
+    """
+    if kind == "non_saturating":
+        return F.softplus(-fake_logits).mean()
+    if kind == "saturating":
+        return -F.softplus(fake_logits).mean()
+    raise ValueError(f"kind must be 'non_saturating' or 'saturating', got {kind!r}")
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    """L2 norm of all parameter gradients of ``module`` (0-d tensor, no host sync)."""
+    grads = [p.grad.flatten() for p in module.parameters() if p.grad is not None]
+    return torch.cat(grads).norm() if grads else torch.zeros(())
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class GANHistory:
+    """Per-step curves (host lists) and the per-segment timing log."""
+
+    steps: list[int] = field(default_factory=list)
+    d_loss: list[float] = field(default_factory=list)
+    g_loss: list[float] = field(default_factory=list)
+    d_real: list[float] = field(default_factory=list)
+    d_fake: list[float] = field(default_factory=list)
+    g_grad_norm: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    log: EpochLog | None = None
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int,
+             generator: torch.Generator):
+    """Endless device-resident minibatches: one permutation per pass, no per-sample Python."""
+    n = len(x)
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} exceeds the {n} training images")
+    while True:
+        order = torch.randperm(n, device=x.device, generator=generator)
+        for b in range(n // batch_size):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            yield x[idx], (None if y is None else y[idx])
+
+
+def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor | None = None, *,
+              steps: int, batch_size: int = 128, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
+              k: int = 1, loss: GLoss = "non_saturating", seed: int = 0, eval_every: int = 0,
+              on_eval: Callable[[int], dict[str, float]] | None = None,
+              memory_format: torch.memory_format = torch.contiguous_format) -> GANHistory:
+    """Goodfellow et al.'s Algorithm 1 with Adam: per G step, ``k`` D steps on fresh minibatches.
+
+    ``x``: training images ``[N, 1, 28, 28]`` in [-1, 1] on the device; ``y`` labels (only for a
+    conditional pair; fake labels are drawn uniformly). ``steps`` counts G steps. Every
+    ``eval_every`` steps (and at the end) ``on_eval(step)`` is called with G in eval mode; its
+    dict lands in ``history.evals`` and the time since the last evaluation, without the
+    evaluation itself, in ``history.log`` (one row per segment).
+    """
+    if steps < 1 or k < 1:
+        raise ValueError(f"steps and k must be positive, got steps={steps}, k={k}")
+    if (y is not None) != bool(G.n_classes) or bool(G.n_classes) != bool(D.n_classes):
+        raise ValueError("pass labels y exactly when G and D are both conditional")
+    dev = x.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    batches = _batches(x, y, batch_size, gen)
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    hist, stats = GANHistory(log=EpochLog(dev)), []
+    n_cls = G.n_classes
+
+    def fake_batch(n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = sample_noise(n, G.z_dim, gen, dev)
+        yf = torch.randint(0, n_cls, (n,), generator=gen, device=dev) if n_cls else None
+        return G(z, yf).contiguous(memory_format=memory_format), yf
+
+    def flush(seg_samples: int) -> None:
+        if stats:
+            s = torch.stack(stats).cpu().tolist()
+            for row in s:
+                hist.d_loss.append(row[0]); hist.g_loss.append(row[1]); hist.d_real.append(row[2])
+                hist.d_fake.append(row[3]); hist.g_grad_norm.append(row[4])
+            stats.clear()
+        hist.log.end(seg_samples)
+
+    G.train(); D.train()
+    hist.log.start()
+    seg_samples = 0
+    for step in range(1, steps + 1):
+        for _ in range(k):
+            xr, yr = next(batches)
+            xr = xr.contiguous(memory_format=memory_format)
+            with torch.no_grad():
+                xf, yf = fake_batch(len(xr))
+            real_logits, fake_logits = D(xr, yr), D(xf, yf)
+            ld = d_loss(real_logits, fake_logits)
+            opt_d.zero_grad(set_to_none=True)
+            ld.backward()
+            opt_d.step()
+            seg_samples += len(xr)
+        xf, yf = fake_batch(batch_size)
+        logits_g = D(xf, yf)
+        lg = g_loss(logits_g, loss)
+        opt_g.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+        lg.backward()
+        opt_g.step()
+        hist.steps.append(step)
+        stats.append(torch.stack([ld.detach(), lg.detach(), torch.sigmoid(real_logits).mean().detach(),
+                                  torch.sigmoid(logits_g).mean().detach(), grad_norm(G).detach()]))
+        if (eval_every and step % eval_every == 0) or step == steps:
+            flush(seg_samples)
+            seg_samples = 0
+            check_finite(torch.tensor([hist.d_loss[-1], hist.g_loss[-1]]), "GAN losses", step)
+            if on_eval is not None:
+                G.eval()
+                hist.evals.append({"step": step, **on_eval(step)})
+                G.train()
+            hist.log.start()
+    G.eval(); D.eval()
+    return hist
+
+
+@dataclass
+class VAEHistory:
+    steps: list[int] = field(default_factory=list)
+    elbo: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    log: EpochLog | None = None
+
+
+def train_vae(vae: ConvVAE, x: torch.Tensor, *, steps: int, batch_size: int = 128, lr: float = 1e-3,
+              seed: int = 0, eval_every: int = 0, on_eval: Callable[[int], dict[str, float]] | None = None,
+              memory_format: torch.memory_format = torch.contiguous_format) -> VAEHistory:
+    """Maximise the ELBO with Adam on dynamically binarised ``x`` (``[N, 1, 28, 28]`` in [0, 1]:
+    a fresh Bernoulli draw per minibatch). Same step / evaluation bookkeeping as
+    :func:`train_gan`."""
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    dev = x.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    batches = _batches(x, None, batch_size, gen)
+    opt = torch.optim.Adam(vae.parameters(), lr=lr)
+    hist, stats, seg = VAEHistory(log=EpochLog(dev)), [], 0
+    vae.train()
+    hist.log.start()
+    for step in range(1, steps + 1):
+        xb, _ = next(batches)
+        xb = torch.bernoulli(xb, generator=gen).contiguous(memory_format=memory_format)
+        eps = torch.randn(len(xb), vae.z_dim, generator=gen, device=dev)
+        loss = -vae.elbo(xb, eps).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seg += len(xb)
+        hist.steps.append(step)
+        stats.append(-loss.detach())
+        if (eval_every and step % eval_every == 0) or step == steps:
+            hist.elbo.extend(torch.stack(stats).cpu().tolist()); stats.clear()
+            hist.log.end(seg); seg = 0
+            check_finite(hist.elbo[-1], "VAE ELBO", step)
+            if on_eval is not None:
+                vae.eval()
+                hist.evals.append({"step": step, **on_eval(step)})
+                vae.train()
+            hist.log.start()
+    vae.eval()
+    return hist
+
+
+@torch.no_grad()
+def test_elbo(vae: ConvVAE, x: torch.Tensor, seed: int = 0, batch_size: int = 1000) -> float:
+    """Mean ELBO (nats) of ``x`` (``[N, 1, 28, 28]`` in [0, 1]) binarised once with ``seed``,
+    one posterior sample per image."""
+    vae.eval()
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    total = 0.0
+    for lo in range(0, len(x), batch_size):
+        xb = torch.bernoulli(x[lo:lo + batch_size], generator=gen)
+        eps = torch.randn(len(xb), vae.z_dim, generator=gen, device=x.device)
+        total += float(vae.elbo(xb, eps).sum())
+    return total / len(x)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None,
+             batch_size: int = 1000) -> torch.Tensor:
+    """Images in [0, 1] from a generator / VAE decoder in eval mode, in chunks."""
+    model.eval()
+    out = []
+    for lo in range(0, len(z), batch_size):
+        zb = z[lo:lo + batch_size]
+        xb = model(zb) if y is None else model(zb, y[lo:lo + batch_size])
+        out.append((xb + 1) / 2)
+    return torch.cat(out).clamp_(0, 1)
+
+
+__all__ = ["Generator", "Discriminator", "ConvVAE", "d_loss", "g_loss", "train_gan", "train_vae",
+           "test_elbo", "generate", "sample_noise", "grad_norm", "CONFIGS"]
+
+
+# --------------------------------------------------------------------------- notebook 07 profiles
+# n_train: training images; ch: G/D width; gan_steps: G steps (the VAE gets as many updates);
+# n_eval: samples per model for FID-MNIST / coverage; n_curve: samples per point of the FID curve.
+_SHARED = dict(z_dim=100, lr=2e-4, betas=(0.5, 0.999), k=1,       # DCGAN / Goodfellow et al.
+               vae_lr=1e-3, clf_batch=128, clf_lr=3e-3)
+CONFIGS: dict[str, dict] = {
+    "smoke": dict(n_train=2_000, clf_epochs=1, ch=8, batch_size=32, gan_steps=30, eval_every=15,
+                  sat_steps=20, seeds=[0, 1], n_eval=500, n_curve=200, n_nn=100, n_arith=500,
+                  threads=1, **_SHARED),
+    "cpu": dict(n_train=50_000, clf_epochs=3, ch=32, batch_size=64, gan_steps=1_500, eval_every=250,
+                sat_steps=300, seeds=[0, 1, 2], n_eval=10_000, n_curve=1_000, n_nn=500, n_arith=2_000,
+                threads=1, **_SHARED),
+    "full": dict(n_train=50_000, clf_epochs=5, ch=64, batch_size=128, gan_steps=25 * 390,
+                 eval_every=975, sat_steps=1_000, seeds=[0, 1, 2], n_eval=10_000, n_curve=5_000,
+                 n_nn=1_000, n_arith=5_000, threads=None, **_SHARED),
+}
