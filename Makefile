@@ -14,7 +14,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export REPRO_EXPECT_ROOT := $(CURDIR)
 
-.PHONY: reproduce test unit nbval venv report bench clean-scratch help
+.PHONY: reproduce test unit nbval venv report bench cost clean-scratch help
 
 help:
 	@echo "make reproduce [NB=04] [PROFILE=smoke|cpu|full] [PARAMS='NAME=VALUE ...']"
@@ -22,6 +22,7 @@ help:
 	@echo "make test                                         unit tests + nbval (smoke profile)"
 	@echo "make report                                       regenerate the README results table"
 	@echo "make bench                                        time an M2 epoch on this device"
+	@echo "make cost                                         FLOPs of the full profile -> docs/COST.md"
 
 ifeq ($(VENV),.venv)
 # the project's own environment: pinned requirements + this clone's `common`, editable
@@ -65,6 +66,10 @@ report: venv
 # times one M2 epoch on the current device for 1, 5 and 20 stacked runs
 bench: venv
 	$(PY) -m common.kingma bench --runs 1 5 20
+
+# FLOPs per step x steps of every notebook's full profile, and an H100 estimate (docs/COST.md)
+cost: venv
+	$(PY) -m common.cost --measure
 
 clean-scratch:
 	rm -rf results/scratch results/.staging-* results/*.failed

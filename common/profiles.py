@@ -82,8 +82,10 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
             "m1_hidden": (600, 600), "m1_epochs": 20, "m1_batch": 100, "m1_lr": 1e-3,
             "active_std": 0.1, "seeds": SVC_DRAWS["cpu"], "hidden_n100": (300,),
             "hidden": (500,), "z": 50, "lr": 3e-3, "alpha_factor": 1.0,
-            "schedule": {100: (20, 500, 100, 100), 600: (4, 500, 100, 100),
-                         1000: (4, 500, 100, 100), 3000: (4, 500, 100, 100)}, "eval_every": 1,
+            # 40 and 12 epochs fill the 40-minute budget (about 33 min with 01's M1 reused):
+            # 20 and 4 (13 min) left M1+M2 behind M1+SVC for N >= 600, still improving
+            "schedule": {100: (40, 500, 100, 100), 600: (12, 500, 100, 100),
+                         1000: (12, 500, 100, 100), 3000: (12, 500, 100, 100)}, "eval_every": 1,
             "m2_fallback_train": False, "m2_hidden": (500,), "m2_schedule": {}, "threads": 1,
             "cost_steps": 3},
     "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
