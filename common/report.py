@@ -89,7 +89,7 @@ def _link(nb: str) -> str:
 
 
 def headline_table(records: list[dict[str, Any]]) -> str:
-    lines = ["| notebook | headline | paper | ours | unit | verdict | profile | device | wall time | commit |",
+    lines = ["| notebook | headline | published | ours | unit | verdict | profile | device | wall time | commit |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for rec in records:
         row, p = headline_row(rec), _prov(rec)
@@ -108,7 +108,7 @@ def detail_tables(records: list[dict[str, Any]]) -> str:
         p = _prov(rec)
         lines = [f"**{rec['notebook']}** · {p['profile']} · {p['device']} · {p['wall']} · "
                  f"commit {p['commit']}", "",
-                 "| quantity | ours | paper | unit | note |", "|---|---|---|---|---|"]
+                 "| quantity | ours | published | unit | note |", "|---|---|---|---|---|"]
         for row in rec.get("summary") or []:
             lines.append("| " + " | ".join(_cell(c) for c in [
                 short_quantity(row["quantity"]), _fmt(row.get("ours")), _fmt(row.get("paper")),
