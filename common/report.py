@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .results import RESULTS_DIR, atomic_write_bytes, load_all_metrics
-from .runtime import README_TABLE, REPO_ROOT
+from .runtime import README_TABLE, REPO_ROOT, replace_generated_table
 
 START, END = README_TABLE
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
@@ -128,11 +128,9 @@ def results_table(records: list[dict[str, Any]]) -> str:
 def update_readme(readme: Path = REPO_ROOT / "README.md", results: Path = RESULTS_DIR) -> bool:
     """Replace the text between the markers; returns whether the README changed."""
     text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
+    new = replace_generated_table(text, f"\n{results_table(load_all_metrics(results))}\n")
+    if new is None:
         raise ValueError(f"{readme} lacks the markers {START} / {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{results_table(load_all_metrics(results))}\n{END}{tail}"
     if new != text:
         atomic_write_bytes(readme, new.encode("utf-8"))
     return new != text
