@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .runtime import REPO_ROOT, is_reduced
+from .runtime import REPO_ROOT, is_reduced, show_path  # noqa: F401  (show_path: for the notebooks)
 
 # M1+SVC label draws (seeds of :func:`common.kingma.labelled_subsets`), shared by 01 and 03 so
 # that both report the same M1+SVC numbers for the same M1.
@@ -168,11 +168,3 @@ def summary(cfg: Mapping[str, Any], profile: str, keys: Sequence[str], reduced: 
     if line.strip():
         lines.append(line.rstrip())
     return "\n".join(lines)
-
-
-def show_path(path: Path) -> str:
-    """``path`` relative to the repository when inside it (for banners), else as it is."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from .results import METRICS_FILE, RESULTS_DIR
 from .training import HEADLESS_ENV
-from .runtime import PROFILE_ENV, PROFILES, REPO_ROOT, ProfileError, absolutize_path_env
+from .runtime import (PROFILE_ENV, PROFILES, REPO_ROOT, ProfileError, absolutize_path_env,
+                      show_path)
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REQUIRED_PARAMETERS = ("PROFILE", "OUT_DIR")
@@ -43,14 +44,6 @@ class Unfinished(RuntimeError):
 
 class Busy(SystemExit):
     """Another ``make reproduce`` holds this clone's results lock."""
-
-
-def _show(path: Path) -> str:
-    """``path`` relative to the repository when inside it (for messages)."""
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def find_notebooks(prefix: str | None) -> list[Path]:
@@ -92,8 +85,8 @@ def relocate_paths(executed: Path, staging: Path, final: Path) -> int:
     and metadata (papermill's injected parameters, banners) becomes ``final`` relative to the
     repository (``results/<name>``). Returns the number of replacements."""
     text = executed.read_text(encoding="utf-8")
-    target = _show(final)
-    olds = sorted({str(staging), str(staging.resolve()), _show(staging)}, key=len, reverse=True)
+    target = show_path(final)
+    olds = sorted({str(staging), str(staging.resolve()), show_path(staging)}, key=len, reverse=True)
     count = 0
     for old in olds:
         for form in (old, json.dumps(old)[1:-1]):          # as written, and JSON-escaped
@@ -118,7 +111,7 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
     staging.mkdir(parents=True)
     executed = staging / book.name
     t0 = time.perf_counter()
-    print(f"== {name}: profile={effective_profile(profile)} -> {_show(final)}", flush=True)
+    print(f"== {name}: profile={effective_profile(profile)} -> {show_path(final)}", flush=True)
     try:
         with kernel_environment():
             papermill.execute_notebook(str(book), str(executed), parameters=params,
@@ -136,7 +129,7 @@ def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
         print(f"!! {name} failed after {time.perf_counter() - t0:.0f}s; earlier results kept, "
-              f"the failed run is in {_show(failed)}", file=sys.stderr)
+              f"the failed run is in {show_path(failed)}", file=sys.stderr)
         raise
     old = RESULTS_DIR / f".old-{name}"
     shutil.rmtree(old, ignore_errors=True)

@@ -36,6 +36,14 @@ THREADS_ENV = "REPRO_THREADS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def show_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when inside it (banners, messages), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 class ProfileError(ValueError):
     """An unknown profile name, or a notebook config that lacks a profile."""
 

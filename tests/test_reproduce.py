@@ -60,7 +60,7 @@ def test_executed_notebook_names_the_final_folder_not_staging(sandbox):
     for name in ("94_paths.ipynb", "94_paths.html"):
         text = (final / name).read_text()
         assert ".staging-" not in text, name
-    assert str(reproduce._show(final)) in (final / "94_paths.ipynb").read_text()
+    assert str(runtime.show_path(final)) in (final / "94_paths.ipynb").read_text()
 
 
 def test_run_without_metrics_is_a_failure(sandbox):
