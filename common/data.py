@@ -26,7 +26,7 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -123,15 +123,17 @@ def _mnist_resources() -> list[tuple[str, str]]:
     return [(name, md5) for name, md5 in MNIST.resources]
 
 
-def prepare_mnist(root: Path | None = None) -> Path:
-    """Make ``root/MNIST/raw`` hold the verified official files; return ``root``.
-
-    With a mirror, the four ``.gz`` files are md5-checked against torchvision's own list and
-    copied to ``MNIST/raw/``, so ``MNIST(download=True)`` verifies them and skips downloading.
-    """
+def _open_mnist(root: Path) -> tuple[Any, Any]:
+    """torchvision's train and test MNIST under ``root`` (downloading or extracting as needed)."""
     from torchvision.datasets import MNIST
 
-    root = Path(root) if root else data_root()
+    with _download_timeout():
+        return MNIST(str(root), train=True, download=True), MNIST(str(root), train=False, download=True)
+
+
+def _prepare_mnist(root: Path) -> tuple[Any, Any]:
+    """:func:`prepare_mnist`'s work; returns the train and test datasets it read, so they are
+    read once."""
     raw = root / "MNIST" / "raw"
     mirror = mirror_dir()
     resources = _mnist_resources()
@@ -155,9 +157,7 @@ def prepare_mnist(root: Path | None = None) -> Path:
     _writable(raw)
     try:
         try:
-            with _download_timeout():
-                MNIST(str(root), train=True, download=True)
-                MNIST(str(root), train=False, download=True)
+            return _open_mnist(root)
         except RuntimeError:
             # a damaged extracted copy beside intact, verified .gz files: re-extract it once
             if not all((raw / n).is_file() and md5sum(raw / n) == md5 for n, md5 in resources):
@@ -165,27 +165,28 @@ def prepare_mnist(root: Path | None = None) -> Path:
             for f in raw.iterdir():
                 if f.is_file() and not f.name.endswith(".gz"):
                     f.unlink()
-            MNIST(str(root), train=True, download=True)
-            MNIST(str(root), train=False, download=True)
+            return _open_mnist(root)
     except (RuntimeError, OSError) as e:  # torchvision: "Error downloading ..." / "Dataset not found"
         raise DataError(_remedies(f"could not prepare MNIST under {raw}: {e}",
                                   [name for name, _ in resources])) from e
+
+
+def prepare_mnist(root: Path | None = None) -> Path:
+    """Make ``root/MNIST/raw`` hold the verified official files; return ``root``.
+
+    With a mirror, the four ``.gz`` files are md5-checked against torchvision's own list and
+    copied to ``MNIST/raw/``, so ``MNIST(download=True)`` verifies them and skips downloading.
+    """
+    root = Path(root) if root else data_root()
+    _prepare_mnist(root)
     return root
 
 
 @functools.lru_cache(maxsize=4)
 def _mnist_arrays(root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import MNIST
-
-    prepare_mnist(Path(root))
-    raw = Path(root) / "MNIST" / "raw"
-    try:
-        tr, te = MNIST(root, train=True), MNIST(root, train=False)
-    except Exception as e:   # a truncated or damaged extracted file in the prepared data root
-        raise DataError(f"the prepared MNIST files in {raw} cannot be read ({type(e).__name__}: "
-                        f"{e}). They are a local copy, not the source: delete {raw} and run again "
-                        f"to re-create them from ${MIRROR_ENV} (or the download).") from e
+    tr, te = _prepare_mnist(Path(root))
     if len(tr.data) != 60_000 or len(te.data) != 10_000:
+        raw = Path(root) / "MNIST" / "raw"
         raise DataError(f"the prepared MNIST files in {raw} hold {len(tr.data)} / {len(te.data)} "
                         f"images, expected 60,000 / 10,000: delete {raw} and run again.")
     return tr.data, tr.targets, te.data, te.targets
