@@ -15,6 +15,7 @@ Every image argument is ``[N, 1, 28, 28]`` (or ``[N, 784]``) with pixels in [0, 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import DeviceBatches
 from .runtime import REPO_ROOT, file_digest
 from .training import EpochLog, check_finite, load_checkpoint, save_checkpoint
 
@@ -73,20 +75,17 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_siz
     dev = x.device
     torch.manual_seed(seed)
     model = MnistClassifier(**dict(arch or {})).to(dev)
-    x = as_images(x)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    n_batches = len(x) // batch_size
+    batches = DeviceBatches(as_images(x), y, batch_size=batch_size, drop_last=True, seed=seed)
+    n_batches = len(batches)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * n_batches)
     log = EpochLog(dev)
     for _ in range(epochs):
         model.train()
         log.start()
-        order = torch.randperm(len(x), device=dev, generator=gen)
         total = torch.zeros((), device=dev)
-        for b in range(n_batches):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+        for xb, yb in batches:
+            loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -108,7 +107,7 @@ def cached_classifier(x: torch.Tensor, y: torch.Tensor, config: Mapping[str, Any
     cfg = {k: config[k] for k in ("epochs", "batch_size", "lr", "seed")}
     arch = dict(config.get("arch") or {})
     blob = json.dumps({**cfg, "arch": arch, "n_train": len(x)}, sort_keys=True)
-    key = f"{abs(hash_text(blob + file_digest([Path(__file__)]))):016x}"[:16]
+    key = hashlib.sha256((blob + file_digest([Path(__file__)])).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"classifier-{key}.pt"
     state = load_checkpoint(path, map_location=x.device)
     if state is not None:
@@ -119,13 +118,6 @@ def cached_classifier(x: torch.Tensor, y: torch.Tensor, config: Mapping[str, Any
     model, log = train_classifier(x, y, arch=arch, **cfg)
     save_checkpoint(path, {"model": model.state_dict(), "timing": log.summary(), "config": blob})
     return model, {"key": key, "cached": False, "path": str(path), "timing": log.summary()}
-
-
-def hash_text(text: str) -> int:
-    """A stable 64-bit integer hash of ``text`` (Python's ``hash`` is salted per process)."""
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 @torch.no_grad()
