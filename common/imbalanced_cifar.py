@@ -39,9 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from matplotlib.ticker import MaxNLocator
-
-from . import augment, data, losses, plots, resnet, runtime, training
+from . import augment, data, losses, resnet, runtime, training
 from .results import atomic_write_json
 
 NOTEBOOK = "06_class_balanced_loss"
@@ -596,6 +594,10 @@ def plot_curves_by_group(axes, records: Records, seeds: Sequence[int], shown: Se
     majority, all): mean over seeds with a min–max band. Curves that coincide (e.g. CE and
     focal loss at small γ) stay visible: each has its own line style and hollow marker and a
     small horizontal offset."""
+    from matplotlib.ticker import MaxNLocator   # reporting only: training never imports matplotlib
+
+    from . import plots
+
     width = 0.08 * (len(shown) - 1)
     for ax, g in zip(axes, ("minority", "majority", "all")):
         for i, name in enumerate(shown):
@@ -724,8 +726,8 @@ def verdict_06(records: Records, seeds: Sequence[int], ran: Sequence[str],
     k, m = sum(v["agree"] for v in agree.values()), len(agree)
     gaps = [abs(stats_of(records, seeds, n, "all")[0] - study[n][2]) for n in ran]
     if k == m and not reduced and max(gaps) <= 2.0:
-        return "reproduced", (f"every configuration's direction matches the study and All is within "
-                              f"2 points of its single runs")
+        return "reproduced", ("every configuration's direction matches the study and All is within "
+                              "2 points of its single runs")
     if 2 * k >= m:
         return "partly reproduced", (
             f"the direction of the re-weighting trade-off (minority up, majority down, relative to CE) "
