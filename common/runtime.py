@@ -121,16 +121,15 @@ def cpu_info() -> dict[str, Any]:
     reports; ``torch_capability`` is the kernel set ATen dispatches to. A native crash or a
     number can so be tied to the hardware (oneDNN picks different kernels on AVX2-only CPUs).
     """
-    model, flags = platform.processor() or platform.machine(), set()
+    first: dict[str, str] = {}   # the first core's "model name" and "flags" lines
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+            first.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    model = first.get("model name") or platform.processor() or platform.machine()
+    flags = set(first.get("flags", "").split())
     wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
               "amx_bf16")
     try:
