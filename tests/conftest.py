@@ -1,9 +1,10 @@
 """Shared fixtures. Real-data tests need the offline mirror ($REPRO_DATA_MIRROR) or prepared data."""
 from __future__ import annotations
 
+import nbformat
 import pytest
 
-from common import data
+from common import data, reproduce
 
 
 def _real_data_available() -> bool:
@@ -25,3 +26,32 @@ def isolated_env(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(data.ROOT_ENV, str(tmp_path / "data"))
     return tmp_path
+
+
+# ------------------------------------------------ make reproduce on throw-away notebooks
+PARAMS = "PROFILE = None\nOUT_DIR = None\n"
+
+
+def write_book(path, body: str):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(PARAMS)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    books, res = tmp_path / "notebooks", tmp_path / "results"
+    books.mkdir()
+    res.mkdir()
+    monkeypatch.setattr(reproduce, "NOTEBOOKS_DIR", books)
+    monkeypatch.setattr(reproduce, "RESULTS_DIR", res)
+    monkeypatch.delenv("REPRO_PROFILE", raising=False)
+    return books, res
+
+
+GOOD = ("import json, pathlib\n"
+        "pathlib.Path(OUT_DIR, 'metrics.json').write_text(json.dumps({'profile': PROFILE, 'v': 1}))\n")

@@ -11,7 +11,7 @@ import pytest
 
 from common import report, reproduce, results, runtime
 
-from test_reproduce import GOOD, sandbox, write_book  # noqa: F401  (fixture)
+from conftest import GOOD, write_book
 
 UNFINISHED = ("import json, pathlib\n"
               "pathlib.Path(OUT_DIR, 'metrics.json').write_text(json.dumps("

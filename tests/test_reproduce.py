@@ -1,37 +1,11 @@
 """make reproduce: a failing run never touches earlier results; unknown parameters are refused."""
 import json
 
-import nbformat
 import pytest
 
 from common import reproduce, runtime
+from conftest import GOOD, write_book
 
-PARAMS = "PROFILE = None\nOUT_DIR = None\n"
-
-
-def write_book(path, body: str):
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(PARAMS)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
-
-
-@pytest.fixture
-def sandbox(tmp_path, monkeypatch):
-    books, res = tmp_path / "notebooks", tmp_path / "results"
-    books.mkdir()
-    res.mkdir()
-    monkeypatch.setattr(reproduce, "NOTEBOOKS_DIR", books)
-    monkeypatch.setattr(reproduce, "RESULTS_DIR", res)
-    monkeypatch.delenv("REPRO_PROFILE", raising=False)
-    return books, res
-
-
-GOOD = ("import json, pathlib\n"
-        "pathlib.Path(OUT_DIR, 'metrics.json').write_text(json.dumps({'profile': PROFILE, 'v': 1}))\n")
 CRASH = ("import pathlib\n"
          "pathlib.Path(OUT_DIR, 'half.txt').write_text('partial')\n"
          "raise RuntimeError('boom mid-run')\n")
