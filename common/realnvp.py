@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from .runtime import file_digest, memory_format
 from .training import check_finite, load_checkpoint, save_checkpoint
@@ -571,6 +572,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "cifar_train_s": 1e9, "cifar_max_steps": 4, "cifar_batch": 32,
         "eval_every_s": 0.0, "cifar_eval_every_s": 0.0, "eval_size": 64, "final_eval_n": 128,
         "segment_s": 600, "resume_demo": True, "amp": False, "channels_last": False,
+        "opt": {"lr_schedule": "cosine", "warmup_steps": 2, "ema_decay": 0.9},
         "invert_n": 64, "sample_grid": 4, "manifold_steps": 3,
         "classifier": {"epochs": 1, "batch_size": 128, "lr": 2e-3, "seed": 0, "n_train": 2000},
         "confidence_n": 64,
@@ -580,7 +582,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "toy_n": 4096, "toy_couplings": 6, "toy_hidden": 64, "toy_steps": 1000,
         "mnist_n_train": None, "mnist_n_test": None,
         "mnist_model": {"scales": 2, "features": 16, "blocks": 1},
-        "mnist_train_s": 1320.0, "mnist_max_steps": 10 ** 9, "mnist_batch": 64,
+        "mnist_train_s": 1500.0, "mnist_max_steps": 10 ** 9, "mnist_batch": 64,
         "mnist_small_model": {"scales": 1, "features": 8, "blocks": 1},
         "mnist_small_train_s": 300.0, "mnist_small_max_steps": 10 ** 9, "mnist_small_batch": 64,
         "cifar_n_train": None, "cifar_n_test": 2000,
@@ -588,6 +590,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "cifar_train_s": 60.0, "cifar_max_steps": 10 ** 9, "cifar_batch": 64,
         "eval_every_s": 90.0, "cifar_eval_every_s": 10.0, "eval_size": 1000, "final_eval_n": None,
         "segment_s": 2400, "resume_demo": False, "amp": False, "channels_last": False,
+        # reduced-budget recipe (not the paper's): warm-up, cosine decay to 0 over the
+        # budget, and the weights' moving average for evaluation and samples
+        "opt": {"lr_schedule": "cosine", "warmup_steps": 100, "ema_decay": 0.999},
         "invert_n": 1000, "sample_grid": 8, "manifold_steps": 8,
         "classifier": {"epochs": 3, "batch_size": 128, "lr": 2e-3, "seed": 0, "n_train": None},
         "confidence_n": 1000,
@@ -605,6 +610,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "cifar_train_s": 1500.0, "cifar_max_steps": 10 ** 9, "cifar_batch": 64,
         "eval_every_s": 60.0, "cifar_eval_every_s": 60.0, "eval_size": 2000, "final_eval_n": None,
         "segment_s": 450, "resume_demo": False, "amp": True, "channels_last": True,
+        "opt": {},   # the paper: Adam at a constant 1e-3, no weight averaging
         "invert_n": 10000, "sample_grid": 8, "manifold_steps": 8,
         "classifier": {"epochs": 3, "batch_size": 128, "lr": 2e-3, "seed": 0, "n_train": None},
         "confidence_n": 1000,
@@ -629,14 +635,59 @@ class TrainConfig:
     checkpoint_every_seconds: float = 120.0
     seed: int = 0
     channels_last: bool = False
+    # "constant" (paper: Adam at a fixed rate) or "cosine": linear warm-up over
+    # ``warmup_steps``, then a half cosine from ``lr`` to 0 over the budget (training time or
+    # steps, whichever runs out first), so the budget is part of the run's identity
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    # Polyak averaging: evaluate, sample and report an exponential moving average of the
+    # weights and BN statistics (decay warmed up as min(d, (1 + n) / (10 + n))); None: off
+    ema_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+
+    def budget_free(self) -> tuple[str, ...]:
+        """Fields that may change between calls without changing the run (resume-safe)."""
+        return (("checkpoint_every_seconds",) if self.lr_schedule == "cosine" else
+                ("max_train_seconds", "max_steps", "checkpoint_every_seconds"))
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a checkpoint must match to be resumed."""
+        return asdict(self) | dict.fromkeys(self.budget_free())
 
     def key(self, model_cfg: dict[str, Any]) -> str:
-        """Short hash of everything that determines the run except the time budget, including
-        this module's source (a checkpoint written by other model code is never resumed)."""
-        d = {k: v for k, v in asdict(self).items()
-             if k not in ("max_train_seconds", "max_steps", "checkpoint_every_seconds")}
+        """Short hash of everything that determines the run (the time budget only when the
+        learning-rate schedule depends on it), including this module's source (a checkpoint
+        written by other model code is never resumed)."""
+        d = {k: v for k, v in asdict(self).items() if k not in self.budget_free()}
         blob = json.dumps({"train": d, "model": model_cfg}, sort_keys=True).encode()
         return hashlib.sha1(blob + file_digest([Path(__file__)]).encode()).hexdigest()[:10]
+
+    def lr_at(self, step: int, train_seconds: float) -> float:
+        """Learning rate of optimiser step ``step`` (0-based) after ``train_seconds``."""
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        if self.lr_schedule == "constant":
+            return self.lr * warm
+        done = min(1.0, max(train_seconds / self.max_train_seconds, step / self.max_steps))
+        return self.lr * warm * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def ema_average(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int],
+                                          torch.Tensor]:
+    """``avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: an exponential moving
+    average whose decay is warmed up, ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates,
+    so the first steps do not keep the initial weights for long. Integer buffers (batch-norm
+    step counters) are copied, not averaged."""
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
+        if not averaged.is_floating_point():
+            return current
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged + (current - averaged) * (1.0 - d)
+    return avg
 
 
 def l2_penalty(model: nn.Module) -> torch.Tensor:
@@ -690,6 +741,10 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
     optimiser, step, data order, RNG states and curve are checkpointed atomically every
     ``cfg.checkpoint_every_seconds`` and at the end. A NaN/inf loss, log-det or gradient norm
     raises :class:`~common.training.NonFiniteError`; the last checkpoint stays the last good state.
+
+    With ``cfg.ema_decay`` the curve's ``test_bpd`` is that of the weight average (Polyak
+    averaging), ``test_bpd_raw`` that of the trained weights, and on return ``model`` holds the
+    averaged weights (the checkpoint keeps both, so training resumes from the trained ones).
     """
     device = device or next(model.parameters()).device
     fmt = memory_format(cfg.channels_last, device)   # channels_last on CUDA only
@@ -697,15 +752,18 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
     x_train = x_train.to(device)
     x_eval = x_eval[: cfg.eval_size].to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ema = (AveragedModel(model, avg_fn=ema_average(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay else None)
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     n = len(x_train)
     state = load_checkpoint(checkpoint, map_location=device)
     if state is not None:
-        if state["config"] != asdict(cfg) | {"max_train_seconds": None, "max_steps": None,
-                                             "checkpoint_every_seconds": None}:
+        if state["config"] != cfg.identity():
             raise ValueError(f"checkpoint {checkpoint} was written with another config; delete it "
                              f"or use another path")
         model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"].cpu())
         step, train_s, history = state["step"], state["train_seconds"], state["history"]
@@ -720,9 +778,9 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
 
     def save() -> None:
         save_checkpoint(checkpoint, {
-            "config": asdict(cfg) | {"max_train_seconds": None, "max_steps": None,
-                                     "checkpoint_every_seconds": None},
+            "config": cfg.identity(),
             "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
             "generator": g.get_state(), "step": step, "train_seconds": train_s,
             "history": history, "perm": perm, "pos": pos, "epoch_seconds": epoch_s,
             "epoch_clock": epoch_clock})
@@ -733,14 +791,23 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
 
     def evaluate(train_bpd: float | None) -> None:
         t0 = time.perf_counter()
-        bpd = evaluate_bpd(model, x_eval, seed=cfg.seed + 12345, alpha=cfg.alpha,
-                           channels_last=cfg.channels_last)
+
+        def bpd_of(m: nn.Module) -> float:
+            return evaluate_bpd(m, x_eval, seed=cfg.seed + 12345, alpha=cfg.alpha,
+                                channels_last=cfg.channels_last)
+
+        raw = bpd_of(model)
+        bpd = bpd_of(ema.module) if ema is not None else raw
         row = {"step": step, "epoch": step * cfg.batch_size / n, "train_seconds": train_s,
                "test_bpd": bpd, "train_bpd": train_bpd if train_bpd is not None else float("nan"),
-               "eval_seconds": time.perf_counter() - t0}
+               "lr": cfg.lr_at(step, train_s), "eval_seconds": time.perf_counter() - t0}
+        if ema is not None:
+            row["test_bpd_raw"] = raw
         history.append(row)
         log(f"step {step:6d}  train {train_s:7.1f}s  epoch {row['epoch']:.2f}  "
-            f"train bpd {row['train_bpd']:.3f}  test bpd {bpd:.3f} (first {len(x_eval)} test images)")
+            f"train bpd {row['train_bpd']:.3f}  test bpd {bpd:.3f}"
+            + (f" (trained weights {raw:.3f})" if ema is not None else "")
+            + f" (first {len(x_eval)} test images)")
 
     def done() -> bool:
         return train_s >= cfg.max_train_seconds or step >= cfg.max_steps
@@ -768,6 +835,8 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
         logp, ld = _logp_unchecked(model, xb, cfg.alpha, noise)
         nll = -logp.mean()
         loss = nll / (model.dim * LOG2) + cfg.l2 * l2_penalty(model)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step, train_s)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
@@ -777,6 +846,8 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
             check_finite(loss.detach(), "loss", step)
             check_finite(gnorm, "gradient norm", step)
         opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
         bpd_value = float(nll.detach()) / (model.dim * LOG2)
         recent = (recent + [bpd_value])[-50:]
@@ -794,6 +865,8 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
     if history[-1]["step"] != step:
         evaluate(float(np.mean(recent)) if recent else None)
     save()
+    if ema is not None:   # evaluate, sample and report the averaged weights from here on
+        model.load_state_dict(ema.module.state_dict())
     return TrainResult(history=history, step=step, train_seconds=train_s, finished=done(),
                        resumed_from_step=resumed, step_seconds=step_times, epoch_seconds=list(epoch_s))
 

@@ -271,6 +271,79 @@ def test_training_learns_and_resume_is_exact(tmp_path):
                      tmp_path / "b.pt", log=lambda s: None)
 
 
+def test_cosine_schedule_warms_up_and_ends_at_zero_and_binds_the_budget():
+    c = R.TrainConfig(lr=1e-3, lr_schedule="cosine", warmup_steps=10, max_train_seconds=100.0)
+    assert c.lr_at(0, 0.0) == pytest.approx(1e-4)              # warm-up: (0 + 1) / 10 of lr
+    assert c.lr_at(9, 0.0) == pytest.approx(1e-3)
+    assert c.lr_at(50, 50.0) == pytest.approx(0.5e-3)          # half the training time
+    assert c.lr_at(80, 100.0) == pytest.approx(0.0, abs=1e-12)
+    assert c.lr_at(80, 250.0) == pytest.approx(0.0, abs=1e-12)  # past the budget: stays 0
+    steps = R.TrainConfig(lr=1e-3, lr_schedule="cosine", max_steps=4)
+    assert [round(steps.lr_at(k, 0.0) / 1e-3, 4) for k in range(5)] == [1.0, 0.8536, 0.5, 0.1464, 0.0]
+    const = R.TrainConfig(lr=1e-3)
+    assert const.lr_at(10 ** 6, 1e9) == 1e-3
+    # the cosine run's identity includes its budget; the constant one's does not
+    assert (R.TrainConfig(lr_schedule="cosine", max_train_seconds=1.0).key({})
+            != R.TrainConfig(lr_schedule="cosine", max_train_seconds=2.0).key({}))
+    assert R.TrainConfig(max_train_seconds=1.0).key({}) == R.TrainConfig(max_train_seconds=2.0).key({})
+    with pytest.raises(ValueError, match="lr_schedule"):
+        R.TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="ema_decay"):
+        R.TrainConfig(ema_decay=1.0)
+
+
+def test_ema_weights_are_the_average_and_resume_is_exact(tmp_path):
+    """With ema_decay the returned model holds the moving average of the trained weights
+    (recomputed here by hand from each step's weights), the curve reports both, and a run
+    split in two calls ends bit-for-bit like a straight one, average included."""
+    x, xe = _tiny_data(), _tiny_data(16, seed=11)
+
+    def fresh():
+        torch.manual_seed(12)
+        return R.RealNVP((1, 4, 4), scales=1, features=4, blocks=1)
+
+    cfg = R.TrainConfig(batch_size=8, eval_size=16, eval_every_seconds=1e9, lr=3e-3, max_steps=6,
+                        lr_schedule="cosine", warmup_steps=2, ema_decay=0.5)
+    # by hand: train with the same settings, averaging each step's weights
+    ref = fresh()
+    avg = {k: v.clone() for k, v in ref.state_dict().items()}
+    n_upd = [0]
+    orig_step = torch.optim.Adam.step
+
+    def step_and_average(self, *a, **kw):
+        out = orig_step(self, *a, **kw)
+        d = min(0.5, (1 + n_upd[0]) / (10 + n_upd[0])) if n_upd[0] else 0.0
+        for k, v in ref.state_dict().items():
+            avg[k] = avg[k] + (v - avg[k]) * (1 - d) if v.is_floating_point() else v.clone()
+        n_upd[0] += 1
+        return out
+
+    torch.optim.Adam.step = step_and_average
+    try:
+        res = R.train_flow(ref, x, xe, cfg, tmp_path / "ref.pt", log=lambda s: None)
+    finally:
+        torch.optim.Adam.step = orig_step
+    assert res.finished and n_upd[0] == 6
+    for k, v in ref.state_dict().items():              # ref now holds the average
+        assert torch.allclose(v.float(), avg[k].float(), atol=1e-6), k
+    last = res.history[-1]
+    assert "test_bpd_raw" in last and last["test_bpd"] != last["test_bpd_raw"]
+    assert last["test_bpd"] == pytest.approx(R.evaluate_bpd(ref, xe, seed=cfg.seed + 12345))
+    # split run: the budget is the same (cosine), only the segment ends early
+    part = fresh()
+    r1 = R.train_flow(part, x, xe, cfg, tmp_path / "b.pt", segment_seconds=0.0, log=lambda s: None)
+    assert r1.step == 1 and not r1.finished
+    r2 = R.train_flow(fresh(), x, xe, cfg, tmp_path / "b.pt", log=lambda s: None)
+    assert r2.resumed_from_step == 1 and r2.step == 6
+    done = fresh()
+    R.train_flow(done, x, xe, cfg, tmp_path / "b.pt", log=lambda s: None)   # finished: loads only
+    for (n, a), (_, b) in zip(ref.state_dict().items(), done.state_dict().items(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), n
+    with pytest.raises(ValueError, match="another config"):   # another budget = another schedule
+        R.train_flow(fresh(), x, xe, R.TrainConfig(**{**cfg.__dict__, "max_steps": 9}),
+                     tmp_path / "b.pt", log=lambda s: None)
+
+
 def test_sampling_and_invertibility_helpers():
     torch.manual_seed(13)
     m = R.RealNVP((1, 4, 4), scales=1, features=4, blocks=1)
