@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .training import (EpochLog, NonFiniteError, SegmentUnfinished, load_checkpoint, progress,
-                       save_checkpoint, segment_over)
+                       save_checkpoint, segment_over, warmup_cosine)
 from .runtime import Stopwatch, file_digest
 
 LOG_2PI = math.log(2 * math.pi)
@@ -317,30 +317,44 @@ def alpha_weight(n_total: int, n_labelled: int, factor: float = 0.1) -> float:
     return factor * n_total / n_labelled
 
 
+Weighting = Literal["paper", "mean"]
+
+
 def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None,
                  n_labelled: int | torch.Tensor, n_unlabelled: int | torch.Tensor,
-                 alpha: float | torch.Tensor) -> dict[str, torch.Tensor]:
-    """Minibatch estimate of ``J^alpha`` (eq. 9) per run, divided by the data size
-    ``n_labelled + n_unlabelled`` (so it reads as a per-point bound). The set sizes and
-    ``alpha`` are numbers, or ``[R]`` tensors when stacked runs have different label counts.
+                 alpha: float | torch.Tensor, weighting: Weighting = "paper") -> dict[str, torch.Tensor]:
+    """Minibatch estimate of ``J^alpha`` (eq. 9) per run. The set sizes and ``alpha`` are
+    numbers, or ``[R]`` tensors when stacked runs have different label counts.
+
+    ``weighting="paper"`` (eq. 9): each sum is rescaled by (set size / batch size), so it is
+    unbiased for the full-data sums, and the total is divided by ``n_labelled + n_unlabelled``
+    (it reads as a per-point bound); a labelled point's bound then weighs as much as an
+    unlabelled point's, and the classification term ``alpha * mean log q(y|x)`` is ``alpha *
+    n_labelled / (n_labelled + n_unlabelled)`` (0.1 with the paper's alpha) of the data term.
+    ``weighting="mean"`` (a deviation most reimplementations make): ``mean L + mean U + alpha *
+    mean(-log q)`` over the minibatch, i.e. the labelled terms weigh as much as the whole
+    unlabelled term, ``N_u / N_l`` times their weight in eq. 9.
 
     ``xl [R, Bl, D]``, ``yl [R, Bl]``, ``xu [R, Bu, D]`` or None (fully labelled training).
-    Each sum is rescaled by (set size / batch size), so it is unbiased for the full-data sums.
     Returns ``loss`` (to minimise, ``[R]``), and the ``labelled``, ``unlabelled`` and
     ``log_qy`` batch means for logging.
     """
+    if weighting not in ("paper", "mean"):
+        raise ValueError(f"weighting must be 'paper' or 'mean', got {weighting!r}")
     lb = model.labelled_bound(xl, yl)
     logits_l = model.classify(xl)
     log_qy = -F.cross_entropy(logits_l.flatten(0, 1), yl.flatten(), reduction="none").view_as(lb)
     alpha = torch.as_tensor(alpha, dtype=lb.dtype, device=lb.device)
     alpha = alpha.view(-1, 1) if alpha.ndim else alpha
-    j = (n_labelled / xl.shape[1]) * (lb + alpha * log_qy).sum(1)
+    mean = weighting == "mean"
+    j = (1.0 if mean else n_labelled / xl.shape[1]) * (lb + alpha * log_qy).sum(1)
+    j = j / xl.shape[1] if mean else j
     out = {"labelled": lb.mean(1).detach(), "log_qy": log_qy.mean(1).detach()}
     if xu is not None and xu.shape[1] > 0:
         ub = model.unlabelled_bound(xu)
-        j = j + (n_unlabelled / xu.shape[1]) * ub.sum(1)
+        j = j + (ub.mean(1) if mean else (n_unlabelled / xu.shape[1]) * ub.sum(1))
         out["unlabelled"] = ub.mean(1).detach()
-    out["loss"] = -j / (n_labelled + n_unlabelled)
+    out["loss"] = -j if mean else -j / (n_labelled + n_unlabelled)
     return out
 
 
@@ -671,7 +685,8 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
              labelled_per_batch: int | None = None, unlabelled_per_batch: int | None = None,
              lr: float = 3e-4,
              betas: tuple[float, float] = (0.9, 0.999), alpha_factor: float = 0.1,
-             binarise: Literal["dynamic", "none"] = "dynamic",
+             binarise: Literal["dynamic", "none"] = "dynamic", weighting: Weighting = "paper",
+             lr_schedule: Literal["constant", "cosine"] = "constant", warmup_steps: int = 0,
              evaluate: Callable[[int], dict[str, Any]] | None = None, eval_every: int = 1,
              checkpoint: str | Path | None = None, desc: str = "M2") -> Trainer:
     """Train stacked M2 runs (objective eq. 9) with Adam.
@@ -687,8 +702,14 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     Runs with different label counts (``data.labelled`` a list) share the minibatch shape:
     ``labelled_per_batch`` defaults to the largest ``ceil(N_l / n_batches)`` (smaller sets are
     cycled more often: same objective in expectation), the unlabelled batch to the smallest
-    pool's share; each run keeps its own alpha and set sizes in :func:`m2_objective`.
+    pool's share; each run keeps its own alpha and set sizes in :func:`m2_objective`, whose
+    ``weighting`` ("paper": eq. 9, or "mean") is used.
+
+    ``lr_schedule="cosine"``: the rate decays along a half cosine to 0 over all ``epochs *
+    n_batches`` steps (after a linear warm-up over ``warmup_steps``; the paper: constant).
     """
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     dev = data.x.device
     R = model.runs
     sets = list(data.labelled)
@@ -713,9 +734,12 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     ar = torch.arange(R, device=dev)[:, None]
     tag = {"kind": "M2", "n_l": n_l.tolist(), "n_batches": n_batches, "bl": bl, "bu": bu, "lr": lr,
            "N": N, "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
-           "alpha_factor": alpha_factor, "x_dim": model.x_dim, "likelihood": model.likelihood}
+           "alpha_factor": alpha_factor, "x_dim": model.x_dim, "likelihood": model.likelihood,
+           "weighting": weighting, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
+           **({"epochs": epochs} if lr_schedule == "cosine" else {})}   # cosine: the length is the run
     tr = Trainer(model, lr, betas, checkpoint=checkpoint, tag=tag)
     tr.alpha = alphas[0] if same else alphas
+    total_steps = epochs * n_batches
 
     def gather(idx: torch.Tensor) -> torch.Tensor:
         xb = data.x[ar, idx] if stacked_x else data.x[idx]
@@ -734,7 +758,12 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
             lidx = torch.gather(lidx_all, 1, pos)
             xl, yl = gather(lidx), data.y[lidx]
             xu = gather(uidx_all[:, b * bu:(b + 1) * bu]) if pool is not None else None
-            out = m2_objective(model, xl, yl, xu, n_l_obj, n_u_obj, alpha)
+            out = m2_objective(model, xl, yl, xu, n_l_obj, n_u_obj, alpha, weighting)
+            if lr_schedule != "constant" or warmup_steps:
+                k = (epoch - 1) * n_batches + b
+                for group in tr.opt.param_groups:
+                    group["lr"] = lr * warmup_cosine(k, k / total_steps, warmup_steps,
+                                                     lr_schedule == "cosine")
             tr.opt.zero_grad(set_to_none=True)
             out["loss"].sum().backward()
             tr.opt.step()
@@ -759,6 +788,8 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
               unlabelled_per_batch: int | None = None, use_unlabelled: bool = True,
               lr: float = 3e-4, alpha_factor: float = 0.1, eval_every: int = 1,
               likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
+              weighting: Weighting = "paper", lr_schedule: Literal["constant", "cosine"] = "constant",
+              warmup_steps: int = 0,
               checkpoint: str | Path | None = None, desc: str = "M2") -> dict[int | None, dict[str, Any]]:
     """Train M2 for every label count in ``n_labelled`` and every seed as *one* stacked model
     (``len(n_labelled) * len(seeds)`` runs, N-major; a balanced label draw per (N, seed)) and
@@ -789,7 +820,8 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
                   use_unlabelled=use_unlabelled)
     tr = train_m2(model, data, epochs=epochs, n_batches=n_batches,
                   labelled_per_batch=labelled_per_batch, unlabelled_per_batch=unlabelled_per_batch,
-                  lr=lr, alpha_factor=alpha_factor,
+                  lr=lr, alpha_factor=alpha_factor, weighting=weighting, lr_schedule=lr_schedule,
+                  warmup_steps=warmup_steps,
                   binarise="none" if x_logvar is not None else "dynamic",
                   evaluate=lambda e: {"valid_acc": classifier_accuracy(model, x_valid, y_valid).tolist()},
                   eval_every=eval_every, checkpoint=checkpoint, desc=desc)

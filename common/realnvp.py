@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from .runtime import file_digest, memory_format
-from .training import check_finite, load_checkpoint, save_checkpoint
+from .training import check_finite, load_checkpoint, save_checkpoint, warmup_cosine
 
 LOG2 = math.log(2.0)
 LOG2PI = math.log(2.0 * math.pi)
@@ -669,11 +669,8 @@ class TrainConfig:
 
     def lr_at(self, step: int, train_seconds: float) -> float:
         """Learning rate of optimiser step ``step`` (0-based) after ``train_seconds``."""
-        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
-        if self.lr_schedule == "constant":
-            return self.lr * warm
-        done = min(1.0, max(train_seconds / self.max_train_seconds, step / self.max_steps))
-        return self.lr * warm * 0.5 * (1.0 + math.cos(math.pi * done))
+        done = max(train_seconds / self.max_train_seconds, step / self.max_steps)
+        return self.lr * warmup_cosine(step, done, self.warmup_steps, self.lr_schedule == "cosine")
 
 
 def ema_average(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import time
@@ -63,6 +64,17 @@ def segment_over() -> bool:
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint file holds more than plain data (tensors, numbers, strings, bools, None and
     lists/tuples/dicts of those), so :func:`load_checkpoint` refuses to unpickle it."""
+
+
+def warmup_cosine(step: int, progress: float, warmup_steps: int = 0, cosine: bool = True) -> float:
+    """Learning-rate factor of optimiser step ``step`` (0-based): a linear warm-up
+    ``(step + 1) / warmup_steps`` over the first ``warmup_steps``, times (``cosine``) a half cosine
+    ``(1 + cos(pi * progress)) / 2`` from 1 at ``progress`` 0 to 0 at ``progress >= 1`` (the
+    fraction of the training budget used, in steps or seconds)."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if not cosine:
+        return warm
+    return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def _unsafe_globals(buf: io.BytesIO) -> list[str]:

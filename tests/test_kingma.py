@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from common import kingma as K
-from common.training import NonFiniteError, SegmentUnfinished, segment_over, start_segment
+from common.training import NonFiniteError, SegmentUnfinished, segment_over, start_segment, warmup_cosine
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -93,6 +93,29 @@ def test_objective_alpha_scaling_is_per_labelled_point():
     torch.manual_seed(5)
     c = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha=torch.tensor([7.0, 0.0]))["loss"]
     torch.testing.assert_close(c, torch.stack([a[0], b[1]]), rtol=1e-5, atol=1e-5)
+
+
+def test_mean_weighting_is_batch_means_and_paper_weighting_rescales_them():
+    """The two weightings from the same bound values (same noise): "mean" is
+    -(mean L + alpha mean log q + mean U); "paper" (eq. 9) is
+    -(N_l (mean L + alpha mean log q) + N_u mean U) / (N_l + N_u)."""
+    m = small_m2()
+    xl, yl = torch.bernoulli(torch.rand(2, 3, 12)), torch.randint(0, 5, (2, 3))
+    xu = torch.bernoulli(torch.rand(2, 4, 12))
+    n_l, n_u, alpha = 30, 170, 7.0
+    torch.manual_seed(6)
+    lb = m.labelled_bound(xl, yl)                      # the draws m2_objective makes, in order
+    log_q = torch.log_softmax(m.classify(xl), -1).gather(-1, yl[..., None])[..., 0]
+    ub = m.unlabelled_bound(xu)
+    lab, unl = (lb + alpha * log_q).mean(1), ub.mean(1)
+    torch.manual_seed(6)
+    mean = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha, weighting="mean")["loss"]
+    torch.testing.assert_close(mean, -(lab + unl), rtol=1e-5, atol=1e-5)
+    torch.manual_seed(6)
+    paper = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha)["loss"]
+    torch.testing.assert_close(paper, -(n_l * lab + n_u * unl) / (n_l + n_u), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="weighting"):
+        K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha, weighting="sum")
 
 
 def test_balanced_subset_counts_and_seeding():
@@ -215,6 +238,29 @@ def test_train_m2_small(use_unlabelled):
     assert len(accs) == 2 and all(0 <= a <= 1 for a in accs)
     assert all(r["finite"] for r in tr.history.rows)
     assert tr.alpha == pytest.approx(0.1 * (200 if use_unlabelled else 10) / 10)
+
+
+def test_train_m2_cosine_schedule_sets_each_steps_rate(monkeypatch):
+    """Every optimiser step uses lr * warmup_cosine(k, k / total): recorded from Adam itself."""
+    torch.manual_seed(0)
+    x, y = torch.rand(200, 12), torch.arange(5).repeat(40)
+    lab = K.labelled_subsets(y, 10, seeds=[0, 1], n_classes=5)
+    seen = []
+    orig = torch.optim.Adam.step
+
+    def record(self, *a, **kw):
+        seen.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    K.train_m2(small_m2(), K.M2Data(x=x, y=y, labelled=lab), epochs=2, n_batches=3, lr=1e-2,
+               weighting="mean", lr_schedule="cosine", warmup_steps=2)
+    expected = [1e-2 * min(1, (k + 1) / 2) * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
+    assert seen == pytest.approx(expected)
+    assert warmup_cosine(3, 2.0) == 0.0 and warmup_cosine(0, 0.5, 4, False) == 0.25
+    with pytest.raises(ValueError, match="lr_schedule"):
+        K.train_m2(small_m2(), K.M2Data(x=x, y=y, labelled=lab), epochs=1, n_batches=3,
+                   lr_schedule="step")
 
 
 def test_train_m2_gaussian_features_stacked_input():
