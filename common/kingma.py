@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .training import (EpochLog, NonFiniteError, SegmentUnfinished, load_checkpoint, progress,
-                       save_checkpoint, segment_over, warmup_cosine)
+                       save_checkpoint, segment_over, lr_factor, LR_SCHEDULES)
 from .runtime import Stopwatch, file_digest
 
 LOG_2PI = math.log(2 * math.pi)
@@ -686,7 +686,7 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
              lr: float = 3e-4,
              betas: tuple[float, float] = (0.9, 0.999), alpha_factor: float = 0.1,
              binarise: Literal["dynamic", "none"] = "dynamic", weighting: Weighting = "paper",
-             lr_schedule: Literal["constant", "cosine"] = "constant", warmup_steps: int = 0,
+             lr_schedule: str = "constant", warmup_steps: int = 0,
              evaluate: Callable[[int], dict[str, Any]] | None = None, eval_every: int = 1,
              checkpoint: str | Path | None = None, desc: str = "M2") -> Trainer:
     """Train stacked M2 runs (objective eq. 9) with Adam.
@@ -705,11 +705,12 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     pool's share; each run keeps its own alpha and set sizes in :func:`m2_objective`, whose
     ``weighting`` ("paper": eq. 9, or "mean") is used.
 
-    ``lr_schedule="cosine"``: the rate decays along a half cosine to 0 over all ``epochs *
-    n_batches`` steps (after a linear warm-up over ``warmup_steps``; the paper: constant).
+    ``lr_schedule`` "cosine" or "wsd" (:func:`common.training.lr_factor`): the rate decays to 0
+    over all ``epochs * n_batches`` steps, after a linear warm-up over ``warmup_steps`` (the
+    paper: constant).
     """
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     dev = data.x.device
     R = model.runs
     sets = list(data.labelled)
@@ -736,7 +737,7 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
            "N": N, "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
            "alpha_factor": alpha_factor, "x_dim": model.x_dim, "likelihood": model.likelihood,
            "weighting": weighting, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
-           **({"epochs": epochs} if lr_schedule == "cosine" else {})}   # cosine: the length is the run
+           **({"epochs": epochs} if lr_schedule != "constant" else {})}   # cosine: the length is the run
     tr = Trainer(model, lr, betas, checkpoint=checkpoint, tag=tag)
     tr.alpha = alphas[0] if same else alphas
     total_steps = epochs * n_batches
@@ -762,8 +763,7 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
             if lr_schedule != "constant" or warmup_steps:
                 k = (epoch - 1) * n_batches + b
                 for group in tr.opt.param_groups:
-                    group["lr"] = lr * warmup_cosine(k, k / total_steps, warmup_steps,
-                                                     lr_schedule == "cosine")
+                    group["lr"] = lr * lr_factor(lr_schedule, k, k / total_steps, warmup_steps)
             tr.opt.zero_grad(set_to_none=True)
             out["loss"].sum().backward()
             tr.opt.step()
@@ -788,7 +788,7 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
               unlabelled_per_batch: int | None = None, use_unlabelled: bool = True,
               lr: float = 3e-4, alpha_factor: float = 0.1, eval_every: int = 1,
               likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
-              weighting: Weighting = "paper", lr_schedule: Literal["constant", "cosine"] = "constant",
+              weighting: Weighting = "paper", lr_schedule: str = "constant",
               warmup_steps: int = 0,
               checkpoint: str | Path | None = None, desc: str = "M2") -> dict[int | None, dict[str, Any]]:
     """Train M2 for every label count in ``n_labelled`` and every seed as *one* stacked model

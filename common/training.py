@@ -66,15 +66,29 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     lists/tuples/dicts of those), so :func:`load_checkpoint` refuses to unpickle it."""
 
 
-def warmup_cosine(step: int, progress: float, warmup_steps: int = 0, cosine: bool = True) -> float:
-    """Learning-rate factor of optimiser step ``step`` (0-based): a linear warm-up
-    ``(step + 1) / warmup_steps`` over the first ``warmup_steps``, times (``cosine``) a half cosine
-    ``(1 + cos(pi * progress)) / 2`` from 1 at ``progress`` 0 to 0 at ``progress >= 1`` (the
-    fraction of the training budget used, in steps or seconds)."""
+LR_SCHEDULES = ("constant", "cosine", "wsd")
+WSD_DECAY_FRACTION = 0.2
+
+
+def lr_factor(schedule: str, step: int, progress: float, warmup_steps: int = 0) -> float:
+    """Learning-rate factor of optimiser step ``step`` (0-based) after the fraction ``progress``
+    of the training budget (steps or seconds): a linear warm-up ``(step + 1) / warmup_steps``
+    over the first ``warmup_steps``, times
+
+    * ``"constant"``: 1;
+    * ``"cosine"``: a half cosine ``(1 + cos(pi * progress)) / 2`` from 1 to 0 at ``progress >= 1``;
+    * ``"wsd"`` (warm-up, stable, decay): 1 until the last ``WSD_DECAY_FRACTION`` of the budget,
+      then linearly to 0 at ``progress >= 1``.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    if not cosine:
-        return warm
-    return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+    p = min(1.0, max(0.0, progress))
+    if schedule == "cosine":
+        return warm * 0.5 * (1.0 + math.cos(math.pi * p))
+    if schedule == "wsd":
+        return warm * min(1.0, (1.0 - p) / WSD_DECAY_FRACTION)
+    return warm
 
 
 def _unsafe_globals(buf: io.BytesIO) -> list[str]:

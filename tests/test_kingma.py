@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from common import kingma as K
-from common.training import NonFiniteError, SegmentUnfinished, segment_over, start_segment, warmup_cosine
+from common.training import NonFiniteError, SegmentUnfinished, segment_over, start_segment, lr_factor
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -241,7 +241,7 @@ def test_train_m2_small(use_unlabelled):
 
 
 def test_train_m2_cosine_schedule_sets_each_steps_rate(monkeypatch):
-    """Every optimiser step uses lr * warmup_cosine(k, k / total): recorded from Adam itself."""
+    """Every optimiser step uses lr * lr_factor("cosine", k, k / total): recorded from Adam itself."""
     torch.manual_seed(0)
     x, y = torch.rand(200, 12), torch.arange(5).repeat(40)
     lab = K.labelled_subsets(y, 10, seeds=[0, 1], n_classes=5)
@@ -257,7 +257,11 @@ def test_train_m2_cosine_schedule_sets_each_steps_rate(monkeypatch):
                weighting="mean", lr_schedule="cosine", warmup_steps=2)
     expected = [1e-2 * min(1, (k + 1) / 2) * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
     assert seen == pytest.approx(expected)
-    assert warmup_cosine(3, 2.0) == 0.0 and warmup_cosine(0, 0.5, 4, False) == 0.25
+    assert lr_factor("cosine", 3, 2.0) == 0.0 and lr_factor("constant", 0, 0.5, 4) == 0.25
+    # wsd: constant until the last 20 % of the budget, then linear to 0
+    assert [lr_factor("wsd", 0, p) for p in (0.0, 0.8, 0.9, 1.0, 1.5)] == pytest.approx([1, 1, 0.5, 0, 0])
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor("step", 0, 0.0)
     with pytest.raises(ValueError, match="lr_schedule"):
         K.train_m2(small_m2(), K.M2Data(x=x, y=y, labelled=lab), epochs=1, n_batches=3,
                    lr_schedule="step")
