@@ -80,17 +80,17 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
               "schedule": {100: (2, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None)},
               "eval_every": 1, "m2_fallback_train": True, "m2_hidden": (16,),
               "m2_schedule": {100: (1, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None)},
-              "threads": 1, "cost_steps": 1},
+              "weighting": "paper", "lr_schedule": "wsd", "threads": 1, "cost_steps": 1},
     "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
             "m1_hidden": (600, 600), "m1_epochs": 20, "m1_batch": 100, "m1_lr": 1e-3,
             "active_std": 0.1, "seeds": SVC_DRAWS["cpu"], "hidden_n100": (300,),
             "hidden": (500,), "z": 50, "lr": 3e-3, "alpha_factor": 1.0,
-            # 40 and 12 epochs fill the 40-minute budget (about 33 min with 01's M1 reused):
-            # 20 and 4 (13 min) left M1+M2 behind M1+SVC for N >= 600, still improving
+            # 40 and 12 epochs fill the 40-minute budget (about 33 min with 01's M1 reused);
+            # "wsd": constant 3e-3, then linear to 0 over the last 20 % of the epochs
             "schedule": {100: (40, 500, 100, 100), 600: (12, 500, 100, 100),
                          1000: (12, 500, 100, 100), 3000: (12, 500, 100, 100)}, "eval_every": 1,
-            "m2_fallback_train": False, "m2_hidden": (500,), "m2_schedule": {}, "threads": 1,
-            "cost_steps": 3},
+            "m2_fallback_train": False, "m2_hidden": (500,), "m2_schedule": {},
+            "weighting": "paper", "lr_schedule": "wsd", "threads": 1, "cost_steps": 3},
     "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
              "m1_hidden": (600, 600), "m1_epochs": 3000, "m1_batch": 100, "m1_lr": 3e-4,
              "active_std": 0.1, "seeds": SVC_DRAWS["full"], "hidden_n100": (300,),
@@ -100,7 +100,7 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
              "eval_every": 10, "m2_fallback_train": True, "m2_hidden": (500,),
              "m2_schedule": {100: (3000, 100, 1, None), 600: (3000, 200, None, None),
                              1000: (3000, 200, None, None), 3000: (3000, 200, None, None)},
-             "threads": None, "cost_steps": 20},
+             "weighting": "paper", "lr_schedule": "constant", "threads": None, "cost_steps": 20},
 }
 
 # 04 · denoising autoencoder: images, epochs, probe: train images, L-BFGS iterations. The
