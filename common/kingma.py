@@ -53,24 +53,30 @@ Likelihood = Literal["bernoulli", "gaussian"]
 # --------------------------------------------------------------------------- densities
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over the last axis (appendix B of
-    Kingma & Welling 2014): ``0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)``."""
+    Kingma & Welling 2014): ``0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)``. Summed in float32
+    also under bfloat16 autocast (as are the log-likelihoods and the entropy below)."""
+    mu, logvar = mu.float(), logvar.float()
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
 def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``log N(x; mu, exp(logvar))`` summed over the last axis."""
+    mu, logvar = mu.float(), logvar.float()
     return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar)).sum(-1)
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``log Bernoulli(x; sigmoid(logits))`` summed over the last axis (``x`` may broadcast)."""
+    logits = logits.float()
     x = x.expand_as(logits)
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 
 def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
                    eps: torch.Tensor | None = None) -> torch.Tensor:
-    """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` unless given."""
+    """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` unless given (float32: the same
+    draws with and without bfloat16 autocast)."""
+    mu, logvar = mu.float(), logvar.float()
     if eps is None:
         eps = torch.randn_like(mu)
     return mu + torch.exp(0.5 * logvar) * eps
@@ -78,7 +84,7 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the categorical ``softmax(logits)`` over the last axis."""
-    logp = F.log_softmax(logits, -1)
+    logp = F.log_softmax(logits.float(), -1)
     return -(logp.exp() * logp).sum(-1)
 
 
@@ -687,6 +693,7 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
              betas: tuple[float, float] = (0.9, 0.999), alpha_factor: float = 0.1,
              binarise: Literal["dynamic", "none"] = "dynamic", weighting: Weighting = "paper",
              lr_schedule: str = "constant", warmup_steps: int = 0,
+             amp: bool = False, compile_mode: str | None = None,
              evaluate: Callable[[int], dict[str, Any]] | None = None, eval_every: int = 1,
              checkpoint: str | Path | None = None, desc: str = "M2") -> Trainer:
     """Train stacked M2 runs (objective eq. 9) with Adam.
@@ -708,6 +715,11 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     ``lr_schedule`` "cosine" or "wsd" (:func:`common.training.lr_factor`): the rate decays to 0
     over all ``epochs * n_batches`` steps, after a linear warm-up over ``warmup_steps`` (the
     paper: constant).
+
+    ``amp``: the networks' matmuls in bfloat16 autocast (bounds, KL and likelihood sums stay
+    float32; agreement with float32 is tested). ``compile_mode``: the objective's forward and
+    backward through ``torch.compile`` with that mode ("reduce-overhead" captures the step's
+    hundreds of small kernels as a CUDA graph on a GPU; on a CPU it compiles without graphs).
     """
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
@@ -737,10 +749,18 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
            "N": N, "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
            "alpha_factor": alpha_factor, "x_dim": model.x_dim, "likelihood": model.likelihood,
            "weighting": weighting, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
+           **({"amp": "bfloat16"} if amp else {}),
            **({"epochs": epochs} if lr_schedule != "constant" else {})}   # cosine: the length is the run
     tr = Trainer(model, lr, betas, checkpoint=checkpoint, tag=tag)
     tr.alpha = alphas[0] if same else alphas
     total_steps = epochs * n_batches
+
+    def objective(xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            return m2_objective(model, xl, yl, xu, n_l_obj, n_u_obj, alpha, weighting)
+
+    if compile_mode:   # fixed minibatch shapes: no dynamic-shape recompiles
+        objective = torch.compile(objective, mode=compile_mode, dynamic=False)
 
     def gather(idx: torch.Tensor) -> torch.Tensor:
         xb = data.x[ar, idx] if stacked_x else data.x[idx]
@@ -755,11 +775,13 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
             uidx_all = ragged_permutation(pool, n_u)
         acc = torch.zeros(R, device=dev)
         for b in range(n_batches):
+            if compile_mode == "reduce-overhead":   # a new CUDA-graph step: earlier outputs may go
+                torch.compiler.cudagraph_mark_step_begin()
             pos = (b * bl + torch.arange(bl, device=dev))[None] % n_l[:, None]      # [R, bl]
             lidx = torch.gather(lidx_all, 1, pos)
             xl, yl = gather(lidx), data.y[lidx]
             xu = gather(uidx_all[:, b * bu:(b + 1) * bu]) if pool is not None else None
-            out = m2_objective(model, xl, yl, xu, n_l_obj, n_u_obj, alpha, weighting)
+            out = objective(xl, yl, xu)
             if lr_schedule != "constant" or warmup_steps:
                 k = (epoch - 1) * n_batches + b
                 for group in tr.opt.param_groups:
@@ -789,7 +811,7 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
               lr: float = 3e-4, alpha_factor: float = 0.1, eval_every: int = 1,
               likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
               weighting: Weighting = "paper", lr_schedule: str = "constant",
-              warmup_steps: int = 0,
+              warmup_steps: int = 0, amp: bool = False, compile_mode: str | None = None,
               checkpoint: str | Path | None = None, desc: str = "M2") -> dict[int | None, dict[str, Any]]:
     """Train M2 for every label count in ``n_labelled`` and every seed as *one* stacked model
     (``len(n_labelled) * len(seeds)`` runs, N-major; a balanced label draw per (N, seed)) and
@@ -821,7 +843,7 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
     tr = train_m2(model, data, epochs=epochs, n_batches=n_batches,
                   labelled_per_batch=labelled_per_batch, unlabelled_per_batch=unlabelled_per_batch,
                   lr=lr, alpha_factor=alpha_factor, weighting=weighting, lr_schedule=lr_schedule,
-                  warmup_steps=warmup_steps,
+                  warmup_steps=warmup_steps, amp=amp, compile_mode=compile_mode,
                   binarise="none" if x_logvar is not None else "dynamic",
                   evaluate=lambda e: {"valid_acc": classifier_accuracy(model, x_valid, y_valid).tolist()},
                   eval_every=eval_every, checkpoint=checkpoint, desc=desc)

@@ -50,7 +50,8 @@ CONFIGS_02: dict[str, dict[str, Any]] = {
               "eval_every": 1,
               "sup_hidden": (32, 32), "sup_epochs": 1, "sup_batches": 4,
               "sty_hidden": (32,), "sty_epochs": 1, "grid": 6, "threads": 1,
-              "weighting": "mean", "lr_schedule": "cosine", "paper_objective": True, "cost_steps": 1},
+              "weighting": "mean", "lr_schedule": "cosine", "paper_objective": True,
+              "compile": None, "amp": False, "cost_steps": 1},
     # cpu: labelled terms as minibatch means (a deviation from eq. 9; the paper's objective runs
     # beside it on the same budget), Adam 3e-3 decayed along a cosine to 0 over the run.
     "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (500,), "z": 50,
@@ -59,7 +60,8 @@ CONFIGS_02: dict[str, dict[str, Any]] = {
                          1000: (15, 100, 100, 50), 3000: (15, 100, 100, 50)}, "eval_every": 1,
             "sup_hidden": (500, 500), "sup_epochs": 3, "sup_batches": 100,
             "sty_hidden": (500,), "sty_epochs": 3, "grid": 10, "threads": 1,
-            "weighting": "mean", "lr_schedule": "cosine", "paper_objective": True, "cost_steps": 3},
+            "weighting": "mean", "lr_schedule": "cosine", "paper_objective": True,
+            "compile": None, "amp": False, "cost_steps": 3},
     "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (500,), "z": 50,
              "lr": 3e-4, "alpha_factor": 0.1, "seeds": [0, 1, 2, 3, 4],
              "schedule": {100: (3000, 100, 1, None), 600: (3000, 200, None, None),
@@ -67,7 +69,8 @@ CONFIGS_02: dict[str, dict[str, Any]] = {
              "eval_every": 10, "sup_hidden": (500, 500), "sup_epochs": 1000, "sup_batches": 500,
              "sty_hidden": (500,), "sty_epochs": 1000, "grid": 10, "threads": None,
              "weighting": "paper", "lr_schedule": "constant", "paper_objective": False,
-             "cost_steps": 20},
+             # the step's ~hundreds of small kernels as one CUDA graph; float32 (amp: bfloat16)
+             "compile": "reduce-overhead", "amp": False, "cost_steps": 20},
 }
 
 # 03 · M1+M2. M1 settings equal notebook 01's, so its checkpoint is reused when present.
@@ -80,7 +83,8 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
               "schedule": {100: (2, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None)},
               "eval_every": 1, "m2_fallback_train": True, "m2_hidden": (16,),
               "m2_schedule": {100: (1, 4, 5, None), 600: (1, 4, None, None), 1000: (1, 4, None, None)},
-              "weighting": "paper", "lr_schedule": "wsd", "threads": 1, "cost_steps": 1},
+              "weighting": "paper", "lr_schedule": "wsd", "compile": None, "amp": False,
+              "threads": 1, "cost_steps": 1},
     "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
             "m1_hidden": (600, 600), "m1_epochs": 20, "m1_batch": 100, "m1_lr": 1e-3,
             "active_std": 0.1, "seeds": SVC_DRAWS["cpu"], "hidden_n100": (300,),
@@ -90,7 +94,8 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
             "schedule": {100: (40, 500, 100, 100), 600: (12, 500, 100, 100),
                          1000: (12, 500, 100, 100), 3000: (12, 500, 100, 100)}, "eval_every": 1,
             "m2_fallback_train": False, "m2_hidden": (500,), "m2_schedule": {},
-            "weighting": "paper", "lr_schedule": "wsd", "threads": 1, "cost_steps": 3},
+            "weighting": "paper", "lr_schedule": "wsd", "compile": None, "amp": False,
+            "threads": 1, "cost_steps": 3},
     "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
              "m1_hidden": (600, 600), "m1_epochs": 3000, "m1_batch": 100, "m1_lr": 3e-4,
              "active_std": 0.1, "seeds": SVC_DRAWS["full"], "hidden_n100": (300,),
@@ -100,7 +105,8 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
              "eval_every": 10, "m2_fallback_train": True, "m2_hidden": (500,),
              "m2_schedule": {100: (3000, 100, 1, None), 600: (3000, 200, None, None),
                              1000: (3000, 200, None, None), 3000: (3000, 200, None, None)},
-             "weighting": "paper", "lr_schedule": "constant", "threads": None, "cost_steps": 20},
+             "weighting": "paper", "lr_schedule": "constant", "compile": "reduce-overhead",
+             "amp": False, "threads": None, "cost_steps": 20},
 }
 
 # 04 · denoising autoencoder: images, epochs, probe: train images, L-BFGS iterations. The

@@ -90,7 +90,15 @@ def pick(configs: Mapping[str, Mapping[str, Any]], profile: str) -> dict[str, An
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """``$REPRO_DEVICE`` > ``prefer`` > cuda if available > cpu."""
+    """``$REPRO_DEVICE`` > ``prefer`` > cuda if available > cpu.
+
+    Also makes the float32 precision explicit: true float32 for matmuls and convolutions (no
+    TF32, which cuDNN would otherwise use for convolutions on recent GPUs), so "float32" means
+    the same on every device; a profile that wants lower precision asks for bfloat16 autocast
+    by name (tested against float32 on CPU). :func:`precision_state` records it."""
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     name = os.environ.get(DEVICE_ENV) or prefer
     if name:
         dev = torch.device(name)
@@ -278,6 +286,15 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores)"
 
 
+def precision_state() -> dict[str, Any]:
+    """The float32 matmul/convolution precision in force: ``float32_matmul_precision``
+    ("highest": true float32; "high"/"medium" allow TF32/bfloat16 internally) and the CUDA
+    TF32 switches. Recorded with every result, since a GPU run's numbers depend on them."""
+    return {"float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+
+
 def provenance(
     profile: str,
     seeds: Sequence[int],
@@ -303,6 +320,7 @@ def provenance(
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        "precision": precision_state(),
         "host": socket.gethostname(),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),

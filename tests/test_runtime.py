@@ -116,3 +116,16 @@ def test_relative_path_variables_resolve_against_the_callers_directory(monkeypat
     assert runtime.os.environ["REPRO_DATA_MIRROR"] == str(tmp_path / "shared" / "datasets")
     assert runtime.os.environ["REPRO_DATA_ROOT"] == str(tmp_path / "abs")
     assert runtime.absolutize_path_env(base=tmp_path) == {}        # idempotent
+
+
+def test_get_device_makes_float32_mean_float32_and_provenance_records_it():
+    torch.set_float32_matmul_precision("medium")
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        runtime.get_device("cpu")
+        assert runtime.precision_state() == {"float32_matmul_precision": "highest",
+                                             "cuda_matmul_allow_tf32": False,
+                                             "cudnn_allow_tf32": False}
+        assert runtime.provenance("smoke", [0], torch.device("cpu"))["precision"] == runtime.precision_state()
+    finally:
+        torch.set_float32_matmul_precision("highest")
