@@ -63,9 +63,10 @@ test: unit nbval
 report: venv
 	$(PY) -m common.report
 
-# times one M2 epoch on the current device for 1, 5 and 20 stacked runs
+# times M2 steps on the current device: 1 and 3 stacked runs, eager float32 / bfloat16
+# autocast / torch.compile (reduce-overhead: CUDA graphs on a GPU)
 bench: venv
-	$(PY) -m common.kingma bench --runs 1 5 20
+	$(PY) -m common.kingma bench --runs 1 3 --variants eager bf16 compile
 
 # FLOPs per step x steps of every notebook's full profile, and an H100 estimate (docs/COST.md)
 cost: venv

@@ -678,6 +678,22 @@ def ragged_permutation(rows: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     return torch.gather(rows, 1, torch.argsort(keys, 1))
 
 
+def step_objective(model: M2, n_labelled: int | torch.Tensor, n_unlabelled: int | torch.Tensor,
+                   alpha: float | torch.Tensor, weighting: Weighting = "paper", amp: bool = False,
+                   compile_mode: str | None = None
+                   ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]]:
+    """:func:`m2_objective` of ``(xl, yl, xu)`` with the set sizes and alpha fixed, optionally
+    in bfloat16 autocast (``amp``) and through ``torch.compile(mode=compile_mode)`` (fixed
+    minibatch shapes, so no dynamic-shape recompiles)."""
+    dev_type = next(model.parameters()).device.type
+
+    def objective(xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
+            return m2_objective(model, xl, yl, xu, n_labelled, n_unlabelled, alpha, weighting)
+
+    return torch.compile(objective, mode=compile_mode, dynamic=False) if compile_mode else objective
+
+
 def minibatch_shape(n_batches: int, n_labelled: int, n_pool: int, labelled_per_batch: int | None = None,
                     unlabelled_per_batch: int | None = None) -> tuple[int, int]:
     """(labelled, unlabelled) points per run in an M2 minibatch: ``labelled_per_batch`` or
@@ -755,12 +771,7 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     tr.alpha = alphas[0] if same else alphas
     total_steps = epochs * n_batches
 
-    def objective(xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            return m2_objective(model, xl, yl, xu, n_l_obj, n_u_obj, alpha, weighting)
-
-    if compile_mode:   # fixed minibatch shapes: no dynamic-shape recompiles
-        objective = torch.compile(objective, mode=compile_mode, dynamic=False)
+    objective = step_objective(model, n_l_obj, n_u_obj, alpha, weighting, amp, compile_mode)
 
     def gather(idx: torch.Tensor) -> torch.Tensor:
         xb = data.x[ar, idx] if stacked_x else data.x[idx]
@@ -1003,10 +1014,12 @@ def m2_style_grid(model: M2, n: int, run: int = 0) -> torch.Tensor:
 # --------------------------------------------------------------------------- benchmark
 def bench(runs: int = 1, n_batches: int = 100, batch: int = 500, x_dim: int = 784,
           hidden: int | Sequence[int] = 500, z_dim: int = 50, steps: int | None = None,
-          device: str | None = None, labelled: int = 1) -> dict[str, Any]:
+          device: str | None = None, labelled: int = 1, amp: bool = False,
+          compile_mode: str | None = None) -> dict[str, Any]:
     """Time M2 optimiser steps (``labelled`` labelled + ``batch - labelled`` unlabelled points
     per run, K=10 marginalisation) on synthetic binary data; extrapolate to an epoch of
-    ``n_batches`` steps. Defaults: the paper's N=100 minibatch (1 + 499)."""
+    ``n_batches`` steps. Defaults: the paper's N=100 minibatch (1 + 499). ``amp`` and
+    ``compile_mode`` as in :func:`train_m2` (compilation happens in the untimed warm-up)."""
     from .runtime import get_device
 
     if not 0 < labelled < batch:
@@ -1020,21 +1033,31 @@ def bench(runs: int = 1, n_batches: int = 100, batch: int = 500, x_dim: int = 78
     y = torch.randint(0, 10, (runs, labelled), device=dev)
     steps = steps or (10 if dev.type == "cpu" else 50)
 
+    objective = step_objective(model, 100, 49_900, 50.0, amp=amp, compile_mode=compile_mode)
+
     def step() -> None:
-        out = m2_objective(model, x[:, :labelled], y, x[:, labelled:], 100, 49_900, 50.0)
+        if compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        out = objective(x[:, :labelled], y, x[:, labelled:])
         opt.zero_grad(set_to_none=True)
         out["loss"].sum().backward()
         opt.step()
 
-    step()  # warm-up: allocations, kernel selection
+    step()  # warm-up: allocations, kernel selection, compilation
+    step()
     w = Stopwatch(dev)
     for _ in range(steps):
         step()
     dt = w.elapsed() / steps
-    return {"device": str(dev), "runs": runs, "batch": batch, "step_seconds": round(dt, 5),
+    return {"device": str(dev), "runs": runs, "batch": batch, "amp": amp, "compile": compile_mode,
+            "step_seconds": round(dt, 5),
             "epoch_seconds": round(dt * n_batches, 3),
             "samples_per_second_all_runs": round(runs * batch / dt, 1),
             "threads": torch.get_num_threads()}
+
+
+BENCH_VARIANTS: dict[str, dict[str, Any]] = {
+    "eager": {}, "bf16": {"amp": True}, "compile": {"compile_mode": "reduce-overhead"}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1048,13 +1071,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--device", default=None)
     b.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is fastest on a shared, busy CPU)")
+    b.add_argument("--variants", nargs="+", default=["eager"], choices=list(BENCH_VARIANTS),
+                   help="step variants: eager float32, bfloat16 autocast, torch.compile")
     args = ap.parse_args(argv)
     from .runtime import get_device, set_threads
 
     set_threads(args.threads, get_device(args.device))   # $REPRO_THREADS overrides
     for r in args.runs:
-        res = bench(runs=r, steps=args.steps, device=args.device)
-        print(" ".join(f"{k}={v}" for k, v in res.items()), flush=True)
+        for v in args.variants:
+            res = bench(runs=r, steps=args.steps, device=args.device, **BENCH_VARIANTS[v])
+            print(f"variant={v} " + " ".join(f"{k}={x}" for k, x in res.items()), flush=True)
     return 0
 
 

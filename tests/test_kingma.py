@@ -280,6 +280,9 @@ def test_train_m2_gaussian_features_stacked_input():
 
 
 def test_bench_runs_on_cpu():
+    amp = K.bench(runs=2, n_batches=10, batch=20, x_dim=12, hidden=8, z_dim=2, steps=2,
+                  device="cpu", amp=True)
+    assert amp["amp"] is True and amp["step_seconds"] > 0
     res = K.bench(runs=2, n_batches=10, batch=20, x_dim=12, hidden=8, z_dim=2, steps=2,
                   device="cpu")
     assert res["runs"] == 2 and res["epoch_seconds"] > 0
