@@ -1,6 +1,6 @@
 """Runtime: device choice, seeding, compute profiles and provenance.
 
-Every notebook runs under one of three *profiles*:
+Every notebook runs under one of four *profiles*:
 
 ``smoke``
     seconds; exercises every code path (CI / nbval). Numbers are meaningless.
@@ -9,6 +9,10 @@ Every notebook runs under one of three *profiles*:
     always reported as a *reduced* run.
 ``full``
     the paper's settings, meant for a GPU.
+``dryrun``
+    the ``full`` entry of every table with a handful of optimiser steps and small evaluation
+    subsets (:func:`dryrun_of`): the full code path end to end on a CPU in minutes
+    (``make dryrun``); always *reduced*, never a reproduction, never auto-selected.
 
 Precedence: the environment variable ``REPRO_PROFILE`` > the notebook's papermill
 parameter ``PROFILE`` > auto-selection from the hardware (``full`` if CUDA is available,
@@ -29,10 +33,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-PROFILES: tuple[str, ...] = ("smoke", "cpu", "full")
+PROFILES: tuple[str, ...] = ("smoke", "cpu", "full", "dryrun")
 PROFILE_ENV = "REPRO_PROFILE"
 DEVICE_ENV = "REPRO_DEVICE"
 THREADS_ENV = "REPRO_THREADS"
+CHECKPOINTS_ENV = "REPRO_CHECKPOINTS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -69,6 +74,26 @@ def resolve_profile(requested: str | None = None) -> str:
 def is_reduced(profile: str) -> bool:
     """Whether numbers from ``profile`` must be labelled as a reduced (non-paper) run."""
     return _check_profile(profile, "is_reduced") != "full"
+
+
+def is_full(profile: str) -> bool:
+    """Whether ``profile`` takes the ``full`` code path (``full`` and its capped ``dryrun``):
+    for branches on *what runs*; whether numbers are a reproduction is :func:`is_reduced`."""
+    return _check_profile(profile, "is_full") in ("full", "dryrun")
+
+
+def dryrun_of(full: Mapping[str, Any], **caps: Any) -> dict[str, Any]:
+    """The ``dryrun`` entry of a profile table: ``full`` with the keys in ``caps`` replaced.
+
+    ``caps`` may only shrink optimiser steps, epochs and evaluation sizes (the tests check each
+    table); model sizes, batch sizes, precision, memory format, compile, optimisers and segment
+    settings stay the full profile's. A cap naming a key that ``full`` lacks is an error, so a
+    renamed setting cannot silently stop being capped.
+    """
+    unknown = sorted(set(caps) - set(full))
+    if unknown:
+        raise ProfileError(f"dryrun caps {unknown} are not keys of the full profile")
+    return {**full, **caps}
 
 
 def pick(configs: Mapping[str, Mapping[str, Any]], profile: str) -> dict[str, Any]:
@@ -148,7 +173,29 @@ def cpu_info() -> dict[str, Any]:
             "torch_capability": capability, "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
 
 
-PATH_ENVS: tuple[str, ...] = ("REPRO_DATA_MIRROR", "REPRO_DATA_ROOT", "REPRO_OUT")
+PATH_ENVS: tuple[str, ...] = ("REPRO_DATA_MIRROR", "REPRO_DATA_ROOT", "REPRO_OUT", CHECKPOINTS_ENV)
+_dryrun_checkpoints: Path | None = None
+
+
+def checkpoint_root(profile: str | None = None) -> Path:
+    """Folder of resumable checkpoints and cached runs: ``$REPRO_CHECKPOINTS``, else the
+    repository's ``checkpoints/`` (git-ignored). The ``dryrun`` profile never writes there:
+    without ``$REPRO_CHECKPOINTS`` (``make dryrun`` sets a temporary one) it gets a temporary
+    folder of this process, so nothing a dry run saves can be resumed by a real run."""
+    global _dryrun_checkpoints
+    env = os.environ.get(CHECKPOINTS_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    if profile is not None and _check_profile(profile, "checkpoint_root") == "dryrun":
+        if _dryrun_checkpoints is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            _dryrun_checkpoints = Path(tempfile.mkdtemp(prefix="repro-dryrun-checkpoints-"))
+            atexit.register(shutil.rmtree, _dryrun_checkpoints, True)
+        return _dryrun_checkpoints
+    return REPO_ROOT / "checkpoints"
 
 
 def absolutize_path_env(names: Sequence[str] = PATH_ENVS, base: Path | None = None) -> dict[str, str]:
