@@ -1,14 +1,21 @@
-"""The dryrun profile: every table's full entry with only steps, epochs and evaluation sizes
-capped; it is reduced, never auto-selected, and its checkpoints never go under checkpoints/."""
+"""The dryrun profile (`make dryrun`): every table's full entry with only steps, epochs and
+evaluation sizes capped; it is reduced, never auto-selected, never writes results/ or checkpoints/."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import re
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
-from common import gan, gen_eval, imbalanced_cifar as ic, kingma, losses, profiles, realnvp, runtime
+from common import (dryrun, gan, gen_eval, imbalanced_cifar as ic, kingma, losses, profiles, realnvp,
+                    report, reproduce, runtime)
+
+from conftest import GOOD, write_book
 
 TABLES = {"01": profiles.CONFIGS_01, "02": profiles.CONFIGS_02, "03": profiles.CONFIGS_03,
           "04": profiles.CONFIGS_04, "05": realnvp.CONFIGS, "06": ic.CONFIGS, "07": gan.CONFIGS}
@@ -133,3 +140,91 @@ def test_steps_per_epoch_caps_the_optimiser_steps_and_only_then_enters_the_ident
     assert ic.fingerprint("CE", spec, tcfg, 0, {}) != ic.fingerprint("CE", spec, capped, 0, {})
     with pytest.raises(ValueError, match="steps_per_epoch"):
         dataclasses.replace(tcfg, steps_per_epoch=0)
+
+
+def test_scratch_run_publishes_nothing_and_leaves_the_readme_alone(sandbox, monkeypatch, tmp_path):
+    books, res = sandbox
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: pytest.fail("README rewritten"))
+    write_book(books / "98_scratch.ipynb", GOOD)
+    scratch = tmp_path / "scratch"
+    assert reproduce.main(["--nb", "98", "--profile", "smoke", "--scratch", str(scratch)]) == 0
+    assert list(res.iterdir()) == []                                   # nothing under results/
+    assert json.loads((scratch / "98_scratch" / "metrics.json").read_text())["v"] == 1
+    assert (scratch / "98_scratch" / "98_scratch.html").is_file()
+    assert (scratch / "README-results.md").is_file()
+    with pytest.raises(SystemExit, match="lies inside"):
+        reproduce.main(["--nb", "98", "--scratch", str(res / "x")])
+    assert list(res.iterdir()) == []
+
+
+def _book(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("PROFILE = None\nOUT_DIR = None\nSEGMENT_SECONDS = None\n")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+# a notebook that records its profile with provenance, like the real ones
+METRICS = ("import os, pathlib, torch\n"
+           "from common import results, runtime, training\n"
+           "profile = runtime.resolve_profile(PROFILE)\n"
+           "name = pathlib.Path(OUT_DIR).name.removeprefix('.staging-')\n"
+           "ck = runtime.checkpoint_root(profile) / 'demo.pt'\n"
+           "resumed = 1 if ck.exists() else None\n"
+           "if SEGMENT_SECONDS:\n"
+           "    ck.parent.mkdir(parents=True, exist_ok=True); ck.write_text('epoch 1')\n"
+           "    raise training.SegmentUnfinished('demo: the segment ran out after epoch 1 of 2')\n"
+           "results.save_metrics(OUT_DIR, name, profile=profile, seeds=[0], device=torch.device('cpu'),\n"
+           "    wall_time_s=0.1, config={}, metrics={'m': {'resumed_from': resumed}},\n"
+           "    summary=[{'quantity': 'q', 'ours': 1.0, 'paper': None, 'unit': 'u', 'headline': True}])\n")
+
+
+def _isolate(monkeypatch):
+    """dryrun.main sets these for its kernels: restore them after the test."""
+    for var in (runtime.PROFILE_ENV, "REPRO_OUT", runtime.CHECKPOINTS_ENV, runtime.THREADS_ENV):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+
+
+def test_dryrun_runs_segments_builds_rows_and_touches_nothing(sandbox, monkeypatch, capsys, tmp_path):
+    books, res = sandbox
+    _isolate(monkeypatch)
+    monkeypatch.setattr(dryrun, "SEGMENT_DEMO", "91")
+    _book(books / "91_seg.ipynb", METRICS)
+    _book(books / "92_plain.ipynb", METRICS)
+    before = dryrun.snapshot()
+    out = tmp_path / "dry"
+    rc = dryrun.main(["--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert re.search(r"91_seg \(segment 1 of 2\) +pass .*stopped by SEGMENT_SECONDS", text), text
+    assert re.search(r"91_seg \(segment 2 of 2\) +pass .*resumed: metrics.m.resumed_from = 1", text)
+    assert re.search(r"92_plain +pass", text) and re.search(r"README rows \(common.report\) +pass", text)
+    assert re.search(r"total +pass", text)
+    assert dryrun.changes(before, dryrun.snapshot()) == [] and list(res.iterdir()) == []
+    assert (out / "checkpoints" / "demo.pt").is_file() and (out / "results" / "92_plain").is_dir()
+    assert "92_plain" in (out / "results" / "README-results.md").read_text()
+
+
+def test_dryrun_reports_a_failing_notebook_and_exits_1(sandbox, monkeypatch, capsys, tmp_path):
+    books, _ = sandbox
+    _isolate(monkeypatch)
+    _book(books / "93_boom.ipynb", "raise RuntimeError('boom in the dry run')\n")
+    rc = dryrun.main(["--out", str(tmp_path / "dry"), "--no-segments"])
+    text = capsys.readouterr().out
+    assert rc == 1 and re.search(r"93_boom +FAIL .*boom in the dry run", text), text
+    assert re.search(r"total +FAIL", text) and "outputs kept in" in text
+
+
+def test_snapshot_changes_are_detected(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a.json").write_text("1")
+    before = dryrun.snapshot(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "x.pt").write_text("x")
+    os.utime(tmp_path / "results" / "a.json", ns=(1, 1))
+    assert dryrun.changes(before, dryrun.snapshot(tmp_path)) == ["added checkpoints/x.pt",
+                                                                 "changed results/a.json"]
