@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     for book in books:   # every notebook's parameters before any result is replaced
         check_parameters(book, {"OUT_DIR": "", **({"PROFILE": args.profile} if args.profile else {}),
                                 **extra})
+    if effective_profile(args.profile) == "dryrun" and not args.scratch:
+        raise SystemExit("the dryrun profile is never published into results/: run `make dryrun`, "
+                         "or add --scratch DIR")
     scratch = scratch_dir(args.scratch) if args.scratch else None
     with results_lock(scratch):
         for book in books:

@@ -154,6 +154,11 @@ def test_scratch_run_publishes_nothing_and_leaves_the_readme_alone(sandbox, monk
     assert (scratch / "README-results.md").is_file()
     with pytest.raises(SystemExit, match="lies inside"):
         reproduce.main(["--nb", "98", "--scratch", str(res / "x")])
+    with pytest.raises(SystemExit, match="never published"):   # not into results/, by any route
+        reproduce.main(["--nb", "98", "--profile", "dryrun"])
+    monkeypatch.setenv(runtime.PROFILE_ENV, "dryrun")
+    with pytest.raises(SystemExit, match="never published"):
+        reproduce.main(["--nb", "98", "--profile", "full"])
     assert list(res.iterdir()) == []
 
 
