@@ -20,6 +20,7 @@ temporary folder is then kept for inspection).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from typing import Any
 
 import torch
 
-from . import imbalanced_cifar, realnvp, reproduce, runtime
+from . import gan, imbalanced_cifar, profiles, realnvp, reproduce, runtime
 from .results import METRICS_FILE, RESULTS_DIR
 
 PROFILE = "dryrun"
@@ -140,19 +141,43 @@ def readme_rows(res_dir: Path, scratch: Path) -> tuple[bool, float, str]:
     return True, time.perf_counter() - t0, f"{len(table)} headline rows, {rows}"
 
 
+SWITCHES = ("compile", "amp", "bf16", "channels_last")   # the full profiles' speed/precision switches
+
+
+def switches() -> dict[str, dict[str, Any]]:
+    """:data:`SWITCHES` as every notebook's dryrun entry sets them (06's live in its TrainConfig)."""
+    tables = {"01": profiles.CONFIGS_01, "02": profiles.CONFIGS_02, "03": profiles.CONFIGS_03,
+              "04": profiles.CONFIGS_04, "05": realnvp.CONFIGS, "06": imbalanced_cifar.CONFIGS,
+              "07": gan.CONFIGS}
+    out = {}
+    for nb, table in tables.items():
+        cfg = dict(table[PROFILE])
+        for value in list(cfg.values()):
+            if dataclasses.is_dataclass(value):
+                cfg.update(dataclasses.asdict(value))
+        out[nb] = {k: cfg[k] for k in SWITCHES if k in cfg}
+    return out
+
+
 def coverage_notes(device: torch.device) -> list[str]:
-    """What the full-profile switches did on this device (from the tables, not typed in)."""
-    nvp, tcfg = realnvp.CONFIGS[PROFILE], imbalanced_cifar.CONFIGS[PROFILE]["train"]
-    cpu = device.type == "cpu"
+    """What the full profiles' switches did on this device (read from the tables)."""
+    sw, cpu = switches(), device.type == "cpu"
+
+    def which(key: str, on: bool = True) -> str:
+        found = [f"{nb} ({v[key]})" if not isinstance(v[key], bool) else nb
+                 for nb, v in sw.items() if key in v and bool(v[key]) == on]
+        return ", ".join(found) or "none"
+
+    compiled = which("compile")
     return [
-        f"channels_last (05: {nvp['channels_last']}, 06: {tcfg.channels_last}, 07: always asked): "
+        f"channels_last (asked by {which('channels_last')}; 07 always): "
         + ("a no-op on CPU: runtime.memory_format keeps contiguous NCHW there (oneDNN crashed on "
            "AVX2-only CPUs with channels_last)" if cpu else "used"),
-        f"bf16 autocast: 05 amp={nvp['amp']} " + ("ran" if nvp["amp"] else "off")
-        + f" on {device.type}; 06 bf16={tcfg.bf16} is CUDA-only by design"
-        + (" (not exercised here)" if cpu else ""),
-        f"torch.compile: 06 compile={tcfg.compile} in the full profile"
-        + ("" if tcfg.compile else ", and no other full profile compiles: none ran"),
+        f"bf16 autocast (amp) on {device.type}: ran in {which('amp')}; not asked by {which('amp', False)}"
+        + (f"; 06's bf16 ({which('bf16')}) is CUDA-only by design, not exercised here" if cpu else ""),
+        f"torch.compile: {'ran in ' + compiled if compiled != 'none' else 'no full profile enables it: none ran'}"
+        + (" (on CPU: inductor C++ kernels, no CUDA graphs)" if cpu and compiled != "none" else "")
+        + f"; off in {which('compile', False)}",
         "fused Adam: the Kingma trainer asks for it on CUDA only"
         + ("; here torch's default CPU Adam ran" if cpu else ""),
     ]
