@@ -14,7 +14,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export REPRO_EXPECT_ROOT := $(CURDIR)
 
-.PHONY: reproduce test unit nbval venv report bench cost clean-scratch help
+.PHONY: reproduce test unit nbval venv report bench cost dryrun clean-scratch help
 
 help:
 	@echo "make reproduce [NB=04] [PROFILE=smoke|cpu|full] [PARAMS='NAME=VALUE ...']"
@@ -23,6 +23,8 @@ help:
 	@echo "make report                                       regenerate the README results table"
 	@echo "make bench                                        time an M2 epoch on this device"
 	@echo "make cost                                         FLOPs of the full profile -> docs/COST.md"
+	@echo "make dryrun [NB=05]                               every notebook's full profile, a few steps,"
+	@echo "                                                  into a temporary folder (never results/)"
 
 ifeq ($(VENV),.venv)
 # the project's own environment: pinned requirements + this clone's `common`, editable
@@ -71,6 +73,12 @@ bench: venv
 # FLOPs per step x steps of every notebook's full profile, and an H100 estimate (docs/COST.md)
 cost: venv
 	$(PY) -m common.cost --measure
+
+# every notebook's full code path (full models, batches, data; a handful of steps per model, small
+# evaluation subsets) through papermill into a temporary folder, never results/ or checkpoints/;
+# 02 runs in two time segments (stop + resume). Per-notebook pass/fail and seconds; exit 1 on a failure.
+dryrun: venv
+	$(PY) -m common.dryrun $(if $(NB),--nb $(NB))
 
 clean-scratch:
 	rm -rf results/scratch results/.staging-* results/*.failed

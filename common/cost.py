@@ -3,8 +3,13 @@
 optimiser's elementwise update is not counted), the steps of the full schedule, the total, and
 a time estimate for one H100 at a stated utilisation.
 
-    python -m common.cost            # writes docs/COST.md (the table) and prints it
+    python -m common.cost            # writes docs/COST.md, docs/cost.json, the README's cost table
     python -m common.cost --measure  # also times each step on this machine: achieved FLOP/s
+    python -m common.cost --readme   # only the README's cost table, from docs/cost.json (cheap)
+
+``docs/cost.json`` is the machine-readable form: every row, and per notebook its total, the
+FLOP rate measured here and the H100 estimate; the notebooks print their row from it
+(:func:`describe`), so no notebook counts FLOPs itself.
 
 Steps come from the profile tables in ``common`` (the notebooks' own settings); models whose
 schedule is a wall-clock budget (05) are counted per epoch. The estimate is
@@ -15,10 +20,12 @@ models (01–04) are bound by kernel launches, not FLOPs, and run far below it.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -29,6 +36,8 @@ from .results import atomic_write_bytes
 H100_BF16_DENSE = 989e12
 UTILISATION = 0.30
 COST_MD = runtime.REPO_ROOT / "docs" / "COST.md"
+COST_JSON = runtime.REPO_ROOT / "docs" / "cost.json"
+README_COST = ("<!-- cost:start -->", "<!-- cost:end -->")   # the README's generated cost table
 
 
 @dataclass
@@ -182,10 +191,126 @@ def table(rows: list[StepCost]) -> str:
     return "\n".join(lines)
 
 
+def full_tables_digest() -> str:
+    """Digest of every notebook's ``full`` profile entry: ``docs/cost.json`` records it, so a
+    notebook can tell when the table it was counted from has changed since (``make cost``)."""
+    tables = {"01": profiles.CONFIGS_01, "02": profiles.CONFIGS_02, "03": profiles.CONFIGS_03,
+              "04": profiles.CONFIGS_04, "05": realnvp.CONFIGS, "06": imbalanced_cifar.CONFIGS,
+              "07": gan.CONFIGS}
+    blob = json.dumps({nb: t["full"] for nb, t in tables.items()}, sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def per_notebook(rows: list[StepCost]) -> dict[str, dict[str, Any]]:
+    """Per notebook: total PFLOP, H100 minutes, and the FLOP rate measured here (all its measured
+    models' FLOPs over their seconds; ``None`` unless measured) with the hours the full profile
+    would take at that rate."""
+    out: dict[str, dict[str, Any]] = {}
+    for nb in sorted({r.notebook for r in rows}):
+        mine = [r for r in rows if r.notebook == nb]
+        timed = [r for r in mine if r.seconds_per_step_here]
+        rate = (sum(r.flops_per_step for r in timed) / sum(r.seconds_per_step_here for r in timed)
+                if timed and len(timed) == len(mine) else None)
+        total = sum(r.total for r in mine)
+        out[nb] = {"models": [r.model for r in mine], "total_pflop": total / 1e15,
+                   "h100_minutes": sum(r.h100_minutes for r in mine),
+                   "cpu_gflop_per_s": None if rate is None else rate / 1e9,
+                   "cpu_hours": None if rate is None else total / rate / 3600,
+                   "per_epoch_only": any("per epoch" in r.unit for r in mine)}
+    return out
+
+
+def record(rows: list[StepCost], measured: bool) -> dict[str, Any]:
+    """The content of ``docs/cost.json``."""
+    return {"generated_by": "python -m common.cost" + (" --measure" if measured else ""),
+            "commit": runtime.git_state()["commit"][:8], "full_tables": full_tables_digest(),
+            "h100_bf16_dense_flops": H100_BF16_DENSE, "utilisation": UTILISATION,
+            "cpu": runtime.cpu_info()["model"] if measured else None, "cpu_threads": 1,
+            "rows": [{"notebook": r.notebook, "model": r.model, "flops_per_step": r.flops_per_step,
+                      "steps": r.steps, "unit": r.unit, "total_flops": r.total,
+                      "h100_minutes": r.h100_minutes, "seconds_per_step_here": r.seconds_per_step_here}
+                     for r in rows],
+            "notebooks": per_notebook(rows)}
+
+
+def load(path: Any = None) -> dict[str, Any]:
+    """``docs/cost.json`` (written by ``make cost``)."""
+    path = COST_JSON if path is None else path
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: run `make cost` (python -m common.cost --measure)")
+
+
+def _g(v: float | None, unit: str = "") -> str:
+    return "—" if v is None else f"{v:.3g}{unit}"
+
+
+def describe(notebook: str, rec: dict[str, Any] | None = None) -> str:
+    """A few lines for notebook ``notebook`` ("01"): its full profile's counted cost, the FLOP
+    rate measured on the CPU named in ``docs/cost.json``, and the H100 estimate; says so when the
+    full profile tables changed since the file was written."""
+    rec = load() if rec is None else rec
+    nb = rec["notebooks"].get(notebook)
+    if nb is None:
+        raise KeyError(f"docs/cost.json has no notebook {notebook!r} (has {sorted(rec['notebooks'])})")
+    per = " per epoch" if nb["per_epoch_only"] else ""
+    total = f"{nb['total_pflop']:.3g} PFLOP{per}" + (" (the schedule is a time budget)" if per else "")
+    lines = [f"full profile of {notebook}: {total}, counted by FlopCounterMode "
+             f"(forward + backward of one real step x steps) over {len(nb['models'])} model(s):"]
+    lines += [f"  {r['model']}: {r['flops_per_step'] / 1e9:.3g} GFLOP/step x {r['steps']:,.0f} "
+              f"{r['unit']}" for r in rec["rows"] if r["notebook"] == notebook]
+    if nb["cpu_gflop_per_s"] is not None:
+        lines.append(f"measured on {rec['cpu']} ({rec['cpu_threads']} thread): "
+                     f"{nb['cpu_gflop_per_s']:.3g} GFLOP/s, i.e. about {nb['cpu_hours']:.3g} hours{per} there")
+    else:
+        lines.append("CPU FLOP rate: not measured (python -m common.cost --measure)")
+    lines.append(f"one H100 at {rec['utilisation']:.0%} of its dense bf16 peak (an assumption): "
+                 f"about {nb['h100_minutes']:.3g} minutes{per}")
+    stale = rec.get("full_tables") != full_tables_digest()
+    lines.append(f"(docs/cost.json, commit {rec['commit']}" + (
+        "; the full profile tables changed since: run `make cost`)" if stale else ")"))
+    return "\n".join(lines)
+
+
+def readme_table(rec: dict[str, Any] | None = None) -> str:
+    """The README's cost table (one row per notebook) from ``docs/cost.json``."""
+    rec = load() if rec is None else rec
+    cpu = rec.get("cpu") or "this CPU"
+    lines = ["| notebook | full profile, total PFLOP | measured CPU FLOP rate (GFLOP/s) | "
+             f"CPU hours at that rate | H100 minutes at {rec['utilisation']:.0%} of bf16 peak |",
+             "|---|---|---|---|---|"]
+    for nb, v in sorted(rec["notebooks"].items()):
+        per = " per epoch" if v["per_epoch_only"] else ""
+        lines.append(f"| {nb} | {v['total_pflop']:.3g}{per} | {_g(v['cpu_gflop_per_s'])} | "
+                     f"{_g(v['cpu_hours'])}{per} | {v['h100_minutes']:.3g}{per} |")
+    return (f"Generated from [`docs/cost.json`](docs/cost.json) by `{rec['generated_by']}` "
+            f"(commit {rec['commit']}; CPU: {cpu}, {rec['cpu_threads']} thread; details in "
+            f"[docs/COST.md](docs/COST.md)).\n\n" + "\n".join(lines))
+
+
+def update_readme(readme: Any = None, rec: dict[str, Any] | None = None) -> bool:
+    """Rewrite the README's cost table between :data:`README_COST`; returns whether it changed."""
+    readme = runtime.REPO_ROOT / "README.md" if readme is None else readme
+    text = open(readme, encoding="utf-8").read()
+    new = runtime.replace_generated_table(text, f"\n{readme_table(rec)}\n", README_COST)
+    if new is None:
+        raise ValueError(f"{readme} lacks the markers {README_COST}")
+    if new != text:
+        atomic_write_bytes(readme, new.encode("utf-8"))
+    return new != text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--measure", action="store_true", help="also time one step of each model here")
+    ap.add_argument("--readme", action="store_true",
+                    help="only rewrite the README's cost table from docs/cost.json")
     args = ap.parse_args(argv)
+    if args.readme:
+        update_readme()
+        return 0
     runtime.set_threads(1, torch.device("cpu"))
     rows = full_profile_costs(args.measure)
     cpu = runtime.cpu_info()
@@ -196,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
             + (f"Step times measured on {cpu['model']} with 1 thread. " if args.measure else "")
             + f"Commit {runtime.git_state()['commit'][:8]}.\n\n" + table(rows) + "\n")
     atomic_write_bytes(COST_MD, text.encode())
+    rec = record(rows, args.measure)
+    atomic_write_bytes(COST_JSON, (json.dumps(rec, indent=1) + "\n").encode())
+    update_readme(rec=rec)
     print(text)
+    print(readme_table(rec))
     return 0
 
 

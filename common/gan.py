@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kingma import bernoulli_log_likelihood, gaussian_kl, reparameterise
+from .runtime import dryrun_of
 from .training import EpochLog, check_finite
 
 GLoss = Literal["non_saturating", "saturating"]
@@ -391,3 +392,7 @@ CONFIGS: dict[str, dict] = {
                  eval_every=975, sat_steps=1_000, seeds=[0, 1, 2], n_eval=10_000, n_curve=5_000,
                  n_nn=1_000, n_arith=5_000, threads=None, **_SHARED),
 }
+# dryrun (make dryrun): the full entry with a handful of steps and small evaluation samples,
+# nothing else changed (tests/test_dryrun.py).
+CONFIGS["dryrun"] = dryrun_of(CONFIGS["full"], clf_epochs=1, gan_steps=4, eval_every=2, sat_steps=4,
+                              n_eval=500, n_curve=200, n_nn=100, n_arith=500)

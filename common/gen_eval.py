@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DeviceBatches
-from .runtime import REPO_ROOT, file_digest
+from .runtime import checkpoint_root, file_digest
 from .training import EpochLog, check_finite, load_checkpoint, save_checkpoint
 
 
@@ -233,6 +233,7 @@ def ink(x: torch.Tensor) -> torch.Tensor:
     return as_images(x).float().flatten(1).mean(1)
 
 
-def checkpoint_dir(notebook: str) -> Path:
-    """``checkpoints/<notebook>/`` (git-ignored)."""
-    return REPO_ROOT / "checkpoints" / notebook
+def checkpoint_dir(notebook: str, profile: str | None = None) -> Path:
+    """``checkpoints/<notebook>/`` (git-ignored; the folder is :func:`runtime.checkpoint_root`,
+    never ``checkpoints/`` in the dryrun profile)."""
+    return checkpoint_root(profile) / notebook

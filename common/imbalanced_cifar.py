@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -46,7 +46,6 @@ NOTEBOOK = "06_class_balanced_loss"
 MINORITY_CLASSES: tuple[int, ...] = (1, 4, 6)          # automobile, deer, frog
 N_MINORITY, N_MAJORITY = 250, 5000
 SPLIT_SEED = 0
-CKPT_ROOT = runtime.REPO_ROOT / "checkpoints" / NOTEBOOK
 
 
 # --------------------------------------------------------------------------- settings
@@ -70,10 +69,13 @@ class TrainConfig:
     deterministic: bool = False       # cuDNN determinism (slower); CPU runs are deterministic anyway
     eval_batch: int = 1000
     ckpt_every: int = 5               # epochs between crash-safety checkpoints
+    steps_per_epoch: int | None = None  # cap on optimiser steps per epoch (dryrun); None: all batches
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch < 1 or self.ckpt_every < 1:
             raise ValueError(f"epochs, batch_size, eval_batch and ckpt_every must be positive: {self}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be positive or None, got {self.steps_per_epoch}")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing, got {self.lr_milestones}")
 
@@ -86,6 +88,8 @@ class TrainConfig:
         d = asdict(self)
         for k in ("compile", "eval_batch", "ckpt_every"):
             d.pop(k)
+        if d["steps_per_epoch"] is None:   # every batch: the identity runs had before the cap existed
+            d.pop("steps_per_epoch")
         d["blocks"] = list(self.blocks)
         d["lr_milestones"] = list(self.lr_milestones)
         return d
@@ -118,6 +122,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "budget_s": None, "demo_interrupt": False, "cache_runs": True, "threads": None,
     },
 }
+# dryrun (make dryrun): the full entry (ResNet-18, batch 128, every config and seed: 42 runs) with
+# one epoch of one optimiser step per run (about 6 s on a shared 2-core CPU) and 10 test images
+# per class, nothing else changed (tests/test_dryrun.py).
+CONFIGS["dryrun"] = runtime.dryrun_of(
+    CONFIGS["full"], train=replace(CONFIGS["full"]["train"], epochs=1, steps_per_epoch=1),
+    test_per_class=10)
 
 
 # --------------------------------------------------------------------------- data
@@ -304,10 +314,12 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
         model.train()
         log.start()
         loss_sum = torch.zeros((), device=device)
-        it: Iterable = batches
+        n_steps = min(len(batches), tcfg.steps_per_epoch or len(batches))
+        seen = 0
+        it: Iterable = zip(range(n_steps), batches)
         if show_progress:
-            it = training.progress(batches, f"{name} s{seed} ep{epoch}", total=len(batches))
-        for xb, yb in it:
+            it = training.progress(it, f"{name} s{seed} ep{epoch}", total=n_steps)
+        for _, (xb, yb) in it:
             if tcfg.augment:
                 xb = augment.random_crop_flip(xb, generator=aug_gen)
             xin = augment.normalize(xb, memory_format=fmt)
@@ -318,9 +330,10 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
             loss.backward()
             opt.step()
             loss_sum += loss.detach() * len(yb)
-        train_loss = float(loss_sum) / len(ty)
+            seen += len(yb)
+        train_loss = float(loss_sum) / seen
         training.check_finite(train_loss, f"training loss of {name} (seed {seed})", f"epoch {epoch}")
-        log.end(len(ty), train_loss=train_loss, lr=lr)
+        log.end(seen, train_loss=train_loss, lr=lr)
         t0 = time.perf_counter()
         ev = evaluate(step_model, split.test_x, split.test_y, tcfg)
         if device.type == "cuda":
@@ -739,8 +752,9 @@ def verdict_06(records: Records, seeds: Sequence[int], ran: Sequence[str],
 
 # --------------------------------------------------------------------------- CLI
 def runs_dirs(profile: str) -> tuple[Path, Path]:
-    """Persistent (git-ignored) per-run files and checkpoints of a profile."""
-    base = CKPT_ROOT / profile
+    """Persistent (git-ignored) per-run files and checkpoints of a profile, under
+    :func:`common.runtime.checkpoint_root` (``checkpoints/``; never there for ``dryrun``)."""
+    base = runtime.checkpoint_root(profile) / NOTEBOOK / profile
     return base / "runs", base / "ckpt"
 
 
@@ -760,8 +774,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = runtime.pick(CONFIGS, profile)
     tcfg: TrainConfig = cfg["train"]
     if args.compile:
-        from dataclasses import replace
-
         tcfg = replace(tcfg, compile=True)
     device = runtime.get_device()
     runtime.set_threads(cfg["threads"], device)   # the notebook's policy; $REPRO_THREADS overrides

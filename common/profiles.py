@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .runtime import REPO_ROOT, is_reduced, show_path  # noqa: F401  (show_path: for the notebooks)
+from .runtime import checkpoint_root, dryrun_of
 
 # M1+SVC label draws (seeds of :func:`common.kingma.labelled_subsets`), shared by 01 and 03 so
 # that both report the same M1+SVC numbers for the same M1.
@@ -118,15 +119,33 @@ CONFIGS_04: dict[str, dict[str, Any]] = {
 }
 TUTORIAL_04: dict[str, Any] = dict(n_hidden=500, lr=0.1, batch_size=20, levels=(0.0, 0.3), seed=123)
 
+# dryrun (make dryrun): each full entry with these caps on epochs, steps and evaluation sizes, and
+# nothing else changed (tests/test_dryrun.py). M2 schedules keep the full minibatch shapes, made
+# explicit: (epochs, minibatches, labelled, unlabelled) = N=100: 1 + 499 per minibatch, the
+# N=600/1000/3000 group: 15 + 235; N=100 gets 2 epochs of 1 step so that the dry run can stop it
+# between them (SEGMENT_SECONDS) and resume it. M1 and the dA loop over the whole training set
+# per epoch (500 and 2,500 steps): one epoch each.
+_DRY_SCHEDULE = {100: (2, 1, 1, 499), 600: (1, 2, 15, 235), 1000: (1, 2, 15, 235), 3000: (1, 2, 15, 235)}
+SVC_DRAWS["dryrun"] = SVC_DRAWS["full"]
+CONFIGS_01["dryrun"] = dryrun_of(CONFIGS_01["full"], n_valid=1000, n_test=1000, epochs=1,
+                                 eval_every=1, epochs_2d=1)
+CONFIGS_02["dryrun"] = dryrun_of(CONFIGS_02["full"], n_valid=1000, n_test=1000,
+                                 schedule=_DRY_SCHEDULE, eval_every=1, sup_epochs=1, sty_epochs=1,
+                                 cost_steps=1)
+CONFIGS_03["dryrun"] = dryrun_of(CONFIGS_03["full"], n_valid=1000, n_test=1000, m1_epochs=1,
+                                 schedule=_DRY_SCHEDULE, eval_every=1, m2_schedule=_DRY_SCHEDULE,
+                                 cost_steps=1)
+CONFIGS_04["dryrun"] = dryrun_of(CONFIGS_04["full"], epochs=1, probe_train=2_000, probe_iter=50)
+
 
 def kingma_checkpoint(name: str, profile: str, device: torch.device | str) -> Path | None:
     """Checkpoint path of a Kingma et al. model (resumable long runs) shared by 01–03:
-    ``checkpoints/kingma_<name>_<profile>_<device type>.pt``; ``None`` in the smoke profile, so
-    CI always trains."""
+    ``checkpoints/kingma_<name>_<profile>_<device type>.pt`` (the folder:
+    :func:`common.runtime.checkpoint_root`); ``None`` in the smoke profile, so CI always trains."""
     if profile == "smoke":
         return None
     kind = device.type if isinstance(device, torch.device) else torch.device(device).type
-    return REPO_ROOT / "checkpoints" / f"kingma_{name}_{profile}_{kind}.pt"
+    return checkpoint_root(profile) / f"kingma_{name}_{profile}_{kind}.pt"
 
 
 def svc_errors(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor,

@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from .runtime import file_digest, memory_format
+from .runtime import dryrun_of, file_digest, memory_format
 from .training import LR_SCHEDULES, check_finite, load_checkpoint, lr_factor, save_checkpoint
 
 LOG2 = math.log(2.0)
@@ -618,6 +618,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "confidence_n": 1000,
     },
 }
+# dryrun (make dryrun): the full entry with a handful of steps per model and small evaluation
+# subsets, nothing else changed (tests/test_dryrun.py): same models, batches, amp, channels_last,
+# optimiser and segment length.
+CONFIGS["dryrun"] = dryrun_of(
+    CONFIGS["full"], toy_steps=20, mnist_max_steps=2, mnist_small_max_steps=2, cifar_max_steps=2,
+    eval_size=64, final_eval_n=128, invert_n=64, sample_grid=4, manifold_steps=3,
+    classifier={**CONFIGS["full"]["classifier"], "epochs": 1}, confidence_n=64)
 
 
 # =========================================================================== training

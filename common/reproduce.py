@@ -1,6 +1,7 @@
 """Run notebooks headless with papermill into ``results/`` (``make reproduce``).
 
-    python -m common.reproduce [--nb 04] [--profile smoke|cpu|full] [--param NAME=VALUE ...]
+    python -m common.reproduce [--nb 04] [--profile smoke|cpu|full|dryrun] [--param NAME=VALUE ...]
+    python -m common.reproduce --scratch DIR ...   # the same into DIR: never publishes (make dryrun)
 
 Each notebook runs into a staging folder ``results/.staging-<name>/``. Only when it finished and
 wrote its ``metrics.json`` is the HTML rendered and the folder swapped into
@@ -10,6 +11,10 @@ notebook's time segment (parameter ``SEGMENT_SECONDS``) ran out before training 
 checkpoints are saved; run the same command again to resume), else 1. A run whose
 ``metrics.json`` says some model is not ``finished`` counts as unfinished too (exit 3): it is
 never published.
+
+``--scratch DIR`` runs the same way (staging, checks, HTML) with ``DIR`` in place of
+``results/``: nothing under ``results/`` is touched, the README is not regenerated (its rows are
+written to ``DIR/README-results.md`` instead), and the lock is ``DIR``'s.
 
 One ``make reproduce`` at a time per clone (a lock file in ``results/``). Kernels import the
 ``common`` of this repository (``PYTHONPATH``), and refuse to start with any other
@@ -97,12 +102,16 @@ def relocate_paths(executed: Path, staging: Path, final: Path) -> int:
     return count
 
 
-def run_one(book: Path, profile: str | None, extra: dict[str, object]) -> Path:
+def run_one(book: Path, profile: str | None, extra: dict[str, object],
+            results_dir: Path | None = None) -> Path:
+    """Run ``book`` into ``results_dir`` (default ``results/``) via its staging folder; returns
+    ``results_dir/<name>``."""
     import papermill
 
     name = book.stem
-    staging = RESULTS_DIR / f".staging-{name}"
-    final, failed = RESULTS_DIR / name, RESULTS_DIR / f"{name}.failed"
+    results_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    staging = results_dir / f".staging-{name}"
+    final, failed = results_dir / name, results_dir / f"{name}.failed"
     params: dict[str, object] = {"OUT_DIR": str(staging), **extra}
     if profile:
         params["PROFILE"] = profile
@@ -235,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: auto)")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="extra papermill parameter (VALUE read as a Python literal, else a string)")
+    ap.add_argument("--scratch", default=None, metavar="DIR",
+                    help="run into DIR instead of results/ and publish nothing (README untouched)")
     args = ap.parse_args(argv)
     for name, value in absolutize_path_env().items():   # kernels run in notebooks/
         print(f"{name} -> {value}")
@@ -245,10 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     for book in books:   # every notebook's parameters before any result is replaced
         check_parameters(book, {"OUT_DIR": "", **({"PROFILE": args.profile} if args.profile else {}),
                                 **extra})
-    with results_lock():
+    if effective_profile(args.profile) == "dryrun" and not args.scratch:
+        raise SystemExit("the dryrun profile is never published into results/: run `make dryrun`, "
+                         "or add --scratch DIR")
+    scratch = scratch_dir(args.scratch) if args.scratch else None
+    with results_lock(scratch):
         for book in books:
             try:
-                run_one(book, args.profile, extra)
+                run_one(book, args.profile, extra, results_dir=scratch)
             except Unfinished as e:
                 print(f"!! {e} (exit {UNFINISHED_EXIT})", file=sys.stderr)
                 return UNFINISHED_EXIT
@@ -259,10 +274,35 @@ def main(argv: list[str] | None = None) -> int:
                     return UNFINISHED_EXIT
                 print(f"!! {type(e).__name__}: {e}", file=sys.stderr)
                 return 1
+        if scratch is not None:
+            print(f"README rows (not written to README.md): {write_scratch_rows(scratch)}")
+            return 0
         from .report import update_readme
 
         update_readme()
     return 0
+
+
+def scratch_dir(path: str | os.PathLike) -> Path:
+    """``path`` resolved, refused when it is or lies inside ``results/`` (or the repository's
+    ``checkpoints/``): a scratch run must not be able to publish or to leave resumable state."""
+    path = Path(path).expanduser().resolve()
+    for protected in (RESULTS_DIR, REPO_ROOT / "checkpoints"):
+        if path == protected.resolve() or path.is_relative_to(protected.resolve()):
+            raise SystemExit(f"--scratch {path} lies inside {show_path(protected)}; use a folder "
+                             f"outside it (e.g. one from mktemp -d)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_scratch_rows(scratch: Path) -> Path:
+    """The README's results block, built from ``scratch/*/metrics.json`` by the same code as
+    ``make report``, into ``scratch/README-results.md``; the README itself is never touched."""
+    from .report import results_table
+    from .results import atomic_write_bytes, load_all_metrics
+
+    return atomic_write_bytes(scratch / "README-results.md",
+                              (results_table(load_all_metrics(scratch)) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -29,12 +29,15 @@ def test_reduced_labels():
 
 
 def test_pick_requires_all_profiles_with_same_keys():
-    good = {"smoke": {"a": 1}, "cpu": {"a": 2}, "full": {"a": 3}}
+    good = {"smoke": {"a": 1}, "cpu": {"a": 2}, "full": {"a": 3}, "dryrun": {"a": 0}}
     assert runtime.pick(good, "cpu") == {"a": 2}
     with pytest.raises(runtime.ProfileError, match="lacks profiles"):
         runtime.pick({"smoke": {"a": 1}, "cpu": {"a": 2}}, "cpu")
+    with pytest.raises(runtime.ProfileError, match=r"lacks profiles \['dryrun'\]"):
+        runtime.pick({"smoke": {"a": 1}, "cpu": {"a": 2}, "full": {"a": 3}}, "cpu")
     with pytest.raises(runtime.ProfileError, match="keys differ"):
-        runtime.pick({"smoke": {"a": 1}, "cpu": {"a": 2, "b": 0}, "full": {"a": 3}}, "cpu")
+        runtime.pick({"smoke": {"a": 1}, "cpu": {"a": 2, "b": 0}, "full": {"a": 3}, "dryrun": {"a": 0}},
+                     "cpu")
 
 
 def test_seeding_is_reproducible():
