@@ -520,3 +520,26 @@ def test_compiled_objective_trains_like_eager():
     assert compiled[1] == pytest.approx(eager[1], rel=1e-5)
     for p, q in zip(eager[0].parameters(), compiled[0].parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_fused_adam_of_the_full_profile_agrees_with_the_default_update():
+    """The Trainer's fused Adam (the GPU default) run on CPU: three M2 steps end at the same
+    weights as torch's default Adam, within float32 rounding."""
+    x, y = torch.rand(60, 12), torch.arange(5).repeat(12)
+    xl, yl, xu = x[None, :10], y[None, :10], x[None, 10:40]
+    weights = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        m = K.M2(12, 2, (7,), n_classes=5, seeds=(0,))
+        tr = K.Trainer(m, lr=1e-2, fused=fused)
+        assert tr.opt.defaults["fused"] is fused
+        for _ in range(3):
+            torch.manual_seed(1)
+            loss = K.m2_objective(m, xl, yl, xu, 10, 50, 5.0)["loss"].sum()
+            tr.opt.zero_grad()
+            loss.backward()
+            tr.opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert not torch.equal(weights[0], torch.cat([p.detach().flatten() for p in
+                                                 K.M2(12, 2, (7,), n_classes=5, seeds=(0,)).parameters()]))
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)
