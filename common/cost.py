@@ -31,7 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import dae, gan, imbalanced_cifar, kingma, profiles, realnvp, resnet, runtime
-from .results import atomic_write_bytes
+from .results import atomic_write_bytes, write_generated_table
 
 H100_BF16_DENSE = 989e12
 UTILISATION = 0.30
@@ -293,13 +293,7 @@ def readme_table(rec: dict[str, Any] | None = None) -> str:
 def update_readme(readme: Any = None, rec: dict[str, Any] | None = None) -> bool:
     """Rewrite the README's cost table between :data:`README_COST`; returns whether it changed."""
     readme = runtime.REPO_ROOT / "README.md" if readme is None else readme
-    text = open(readme, encoding="utf-8").read()
-    new = runtime.replace_generated_table(text, f"\n{readme_table(rec)}\n", README_COST)
-    if new is None:
-        raise ValueError(f"{readme} lacks the markers {README_COST}")
-    if new != text:
-        atomic_write_bytes(readme, new.encode("utf-8"))
-    return new != text
+    return write_generated_table(readme, readme_table(rec), README_COST)
 
 
 def main(argv: list[str] | None = None) -> int:

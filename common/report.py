@@ -17,8 +17,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Mapping
 
-from .results import RESULTS_DIR, atomic_write_bytes, load_all_metrics
-from .runtime import README_TABLE, REPO_ROOT, replace_generated_table
+from .results import RESULTS_DIR, load_all_metrics, write_generated_table
+from .runtime import README_TABLE, REPO_ROOT
 
 START, END = README_TABLE
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
@@ -127,13 +127,7 @@ def results_table(records: list[dict[str, Any]]) -> str:
 
 def update_readme(readme: Path = REPO_ROOT / "README.md", results: Path = RESULTS_DIR) -> bool:
     """Replace the text between the markers; returns whether the README changed."""
-    text = readme.read_text(encoding="utf-8")
-    new = replace_generated_table(text, f"\n{results_table(load_all_metrics(results))}\n")
-    if new is None:
-        raise ValueError(f"{readme} lacks the markers {START} / {END}")
-    if new != text:
-        atomic_write_bytes(readme, new.encode("utf-8"))
-    return new != text
+    return write_generated_table(readme, results_table(load_all_metrics(results)))
 
 
 def main(argv: list[str] | None = None) -> int:

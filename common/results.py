@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .runtime import REPO_ROOT, provenance
+from .runtime import README_TABLE, REPO_ROOT, provenance, replace_generated_table
 
 OUT_ENV = "REPRO_OUT"
 RESULTS_DIR = REPO_ROOT / "results"
@@ -54,6 +54,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_generated_table(readme: str | os.PathLike, body: str,
+                          markers: tuple[str, str] = README_TABLE) -> bool:
+    """Replace what stands between ``markers`` in ``readme`` by ``body`` (atomically, only when
+    it changes); returns whether it changed. A README without the markers is a ``ValueError``."""
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    new = replace_generated_table(text, f"\n{body}\n", markers)
+    if new is None:
+        raise ValueError(f"{readme} lacks the markers {markers[0]} / {markers[1]}")
+    if new != text:
+        atomic_write_bytes(readme, new.encode("utf-8"))
+    return new != text
 
 
 def _jsonable(obj: Any) -> Any:

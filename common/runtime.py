@@ -270,8 +270,8 @@ def replace_generated_table(text: str, body: str,
                             markers: tuple[str, str] = README_TABLE) -> str | None:
     """``text`` with what stands between the ``markers`` (default :data:`README_TABLE`) replaced
     by ``body`` (markers kept), or ``None`` when ``text`` lacks them. The one place that knows the
-    layout: :func:`common.report.update_readme` writes the results table with it,
-    :func:`common.cost.update_readme` the cost table, :func:`git_state` ignores the results one."""
+    layout: :func:`common.results.write_generated_table` writes the README tables with it,
+    :func:`git_state` ignores the results one."""
     start, end = markers
     if start not in text or end not in text:
         return None
