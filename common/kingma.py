@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .training import (EpochLog, NonFiniteError, SegmentUnfinished, load_checkpoint, progress,
-                       save_checkpoint, segment_over, lr_factor, LR_SCHEDULES)
+                       save_checkpoint, segment_over, check_lr_schedule, lr_factor)
 from .runtime import Stopwatch, file_digest
 
 LOG_2PI = math.log(2 * math.pi)
@@ -739,8 +739,7 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     backward through ``torch.compile`` with that mode ("reduce-overhead" captures the step's
     hundreds of small kernels as a CUDA graph on a GPU; on a CPU it compiles without graphs).
     """
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    check_lr_schedule(lr_schedule)
     dev = data.x.device
     R = model.runs
     sets = list(data.labelled)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from .runtime import dryrun_of, file_digest, memory_format
-from .training import LR_SCHEDULES, check_finite, load_checkpoint, lr_factor, save_checkpoint
+from .training import check_finite, check_lr_schedule, load_checkpoint, lr_factor, save_checkpoint
 
 LOG2 = math.log(2.0)
 LOG2PI = math.log(2.0 * math.pi)
@@ -654,8 +654,7 @@ class TrainConfig:
     ema_decay: float | None = None
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        check_lr_schedule(self.lr_schedule)
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
 

@@ -70,6 +70,13 @@ LR_SCHEDULES = ("constant", "cosine", "wsd")
 WSD_DECAY_FRACTION = 0.2
 
 
+def check_lr_schedule(schedule: str) -> str:
+    """``schedule`` if it is one of :data:`LR_SCHEDULES`, else a ``ValueError`` naming them."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    return schedule
+
+
 def lr_factor(schedule: str, step: int, progress: float, warmup_steps: int = 0) -> float:
     """Learning-rate factor of optimiser step ``step`` (0-based) after the fraction ``progress``
     of the training budget (steps or seconds): a linear warm-up ``(step + 1) / warmup_steps``
@@ -80,8 +87,7 @@ def lr_factor(schedule: str, step: int, progress: float, warmup_steps: int = 0) 
     * ``"wsd"`` (warm-up, stable, decay): 1 until the last ``WSD_DECAY_FRACTION`` of the budget,
       then linearly to 0 at ``progress >= 1``.
     """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    check_lr_schedule(schedule)
     warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     p = min(1.0, max(0.0, progress))
     if schedule == "cosine":
