@@ -686,14 +686,26 @@ def step_objective(model: M2, n_labelled: int | torch.Tensor, n_unlabelled: int 
                    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]]:
     """:func:`m2_objective` of ``(xl, yl, xu)`` with the set sizes and alpha fixed, optionally
     in bfloat16 autocast (``amp``) and through ``torch.compile(mode=compile_mode)`` (fixed
-    minibatch shapes, so no dynamic-shape recompiles)."""
+    minibatch shapes, so no dynamic-shape recompiles). With "reduce-overhead" (CUDA graphs) each
+    call starts a new graph step, so call it once per optimiser step and use its outputs before
+    the next call."""
     dev_type = next(model.parameters()).device.type
 
     def objective(xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None) -> dict[str, torch.Tensor]:
         with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
             return m2_objective(model, xl, yl, xu, n_labelled, n_unlabelled, alpha, weighting)
 
-    return torch.compile(objective, mode=compile_mode, dynamic=False) if compile_mode else objective
+    if not compile_mode:
+        return objective
+    compiled = torch.compile(objective, mode=compile_mode, dynamic=False)
+    if compile_mode != "reduce-overhead":
+        return compiled
+
+    def graph_step(xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        torch.compiler.cudagraph_mark_step_begin()   # earlier outputs may be overwritten now
+        return compiled(xl, yl, xu)
+
+    return graph_step
 
 
 def minibatch_shape(n_batches: int, n_labelled: int, n_pool: int, labelled_per_batch: int | None = None,
@@ -787,8 +799,6 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
             uidx_all = ragged_permutation(pool, n_u)
         acc = torch.zeros(R, device=dev)
         for b in range(n_batches):
-            if compile_mode == "reduce-overhead":   # a new CUDA-graph step: earlier outputs may go
-                torch.compiler.cudagraph_mark_step_begin()
             pos = (b * bl + torch.arange(bl, device=dev))[None] % n_l[:, None]      # [R, bl]
             lidx = torch.gather(lidx_all, 1, pos)
             xl, yl = gather(lidx), data.y[lidx]
@@ -1037,8 +1047,6 @@ def bench(runs: int = 1, n_batches: int = 100, batch: int = 500, x_dim: int = 78
     objective = step_objective(model, 100, 49_900, 50.0, amp=amp, compile_mode=compile_mode)
 
     def step() -> None:
-        if compile_mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
         out = objective(x[:, :labelled], y, x[:, labelled:])
         opt.zero_grad(set_to_none=True)
         out["loss"].sum().backward()
