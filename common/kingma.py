@@ -353,8 +353,8 @@ def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor
     alpha = torch.as_tensor(alpha, dtype=lb.dtype, device=lb.device)
     alpha = alpha.view(-1, 1) if alpha.ndim else alpha
     mean = weighting == "mean"
-    j = (1.0 if mean else n_labelled / xl.shape[1]) * (lb + alpha * log_qy).sum(1)
-    j = j / xl.shape[1] if mean else j
+    lab = lb + alpha * log_qy
+    j = lab.mean(1) if mean else (n_labelled / xl.shape[1]) * lab.sum(1)
     out = {"labelled": lb.mean(1).detach(), "log_qy": log_qy.mean(1).detach()}
     if xu is not None and xu.shape[1] > 0:
         ub = model.unlabelled_bound(xu)
