@@ -328,7 +328,8 @@ Weighting = Literal["paper", "mean"]
 
 def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None,
                  n_labelled: int | torch.Tensor, n_unlabelled: int | torch.Tensor,
-                 alpha: float | torch.Tensor, weighting: Weighting = "paper") -> dict[str, torch.Tensor]:
+                 alpha: float | torch.Tensor, weighting: Weighting = "paper",
+                 labelled_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Minibatch estimate of ``J^alpha`` (eq. 9) per run. The set sizes and ``alpha`` are
     numbers, or ``[R]`` tensors when stacked runs have different label counts.
 
@@ -339,7 +340,10 @@ def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor
     n_labelled / (n_labelled + n_unlabelled)`` (0.1 with the paper's alpha) of the data term.
     ``weighting="mean"`` (a deviation most reimplementations make): ``mean L + mean U + alpha *
     mean(-log q)`` over the minibatch, i.e. the labelled terms weigh as much as the whole
-    unlabelled term, ``N_u / N_l`` times their weight in eq. 9.
+    unlabelled term, ``N_u / N_l`` times their weight in eq. 9. ``labelled_weight`` (lambda,
+    "mean" only) scales the labelled terms: ``lambda * mean(L + alpha log q) + mean U``;
+    lambda = 1 is the plain minibatch mean, lambda = N_l / N_u gives eq. 9's ratio of labelled
+    to unlabelled terms (up to the overall 1/N scale): lambda interpolates between the two.
 
     ``xl [R, Bl, D]``, ``yl [R, Bl]``, ``xu [R, Bu, D]`` or None (fully labelled training).
     Returns ``loss`` (to minimise, ``[R]``), and the ``labelled``, ``unlabelled`` and
@@ -347,6 +351,9 @@ def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor
     """
     if weighting not in ("paper", "mean"):
         raise ValueError(f"weighting must be 'paper' or 'mean', got {weighting!r}")
+    if not labelled_weight > 0 or (weighting == "paper" and labelled_weight != 1.0):
+        raise ValueError(f"labelled_weight must be > 0, and 1.0 with weighting='paper' (eq. 9 fixes "
+                         f"it), got {labelled_weight!r} with {weighting!r}")
     lb = model.labelled_bound(xl, yl)
     logits_l = model.classify(xl)
     log_qy = -F.cross_entropy(logits_l.flatten(0, 1), yl.flatten(), reduction="none").view_as(lb)
@@ -354,7 +361,7 @@ def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor
     alpha = alpha.view(-1, 1) if alpha.ndim else alpha
     mean = weighting == "mean"
     lab = lb + alpha * log_qy
-    j = lab.mean(1) if mean else (n_labelled / xl.shape[1]) * lab.sum(1)
+    j = labelled_weight * lab.mean(1) if mean else (n_labelled / xl.shape[1]) * lab.sum(1)
     out = {"labelled": lb.mean(1).detach(), "log_qy": log_qy.mean(1).detach()}
     if xu is not None and xu.shape[1] > 0:
         ub = model.unlabelled_bound(xu)
@@ -682,7 +689,7 @@ def ragged_permutation(rows: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
 
 def step_objective(model: M2, n_labelled: int | torch.Tensor, n_unlabelled: int | torch.Tensor,
                    alpha: float | torch.Tensor, weighting: Weighting = "paper", amp: bool = False,
-                   compile_mode: str | None = None
+                   compile_mode: str | None = None, labelled_weight: float = 1.0
                    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]]:
     """:func:`m2_objective` of ``(xl, yl, xu)`` with the set sizes and alpha fixed, optionally
     in bfloat16 autocast (``amp``) and through ``torch.compile(mode=compile_mode)`` (fixed
@@ -693,7 +700,8 @@ def step_objective(model: M2, n_labelled: int | torch.Tensor, n_unlabelled: int 
 
     def objective(xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor | None) -> dict[str, torch.Tensor]:
         with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
-            return m2_objective(model, xl, yl, xu, n_labelled, n_unlabelled, alpha, weighting)
+            return m2_objective(model, xl, yl, xu, n_labelled, n_unlabelled, alpha, weighting,
+                                labelled_weight)
 
     if not compile_mode:
         return objective
@@ -721,8 +729,9 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
              labelled_per_batch: int | None = None, unlabelled_per_batch: int | None = None,
              lr: float = 3e-4,
              betas: tuple[float, float] = (0.9, 0.999), alpha_factor: float = 0.1,
+             alpha: float | None = None,
              binarise: Literal["dynamic", "none"] = "dynamic", weighting: Weighting = "paper",
-             lr_schedule: str = "constant", warmup_steps: int = 0,
+             labelled_weight: float = 1.0, lr_schedule: str = "constant", warmup_steps: int = 0,
              amp: bool = False, compile_mode: str | None = None,
              evaluate: Callable[[int], dict[str, Any]] | None = None, eval_every: int = 1,
              checkpoint: str | Path | None = None, desc: str = "M2") -> Trainer:
@@ -740,7 +749,10 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
     ``labelled_per_batch`` defaults to the largest ``ceil(N_l / n_batches)`` (smaller sets are
     cycled more often: same objective in expectation), the unlabelled batch to the smallest
     pool's share; each run keeps its own alpha and set sizes in :func:`m2_objective`, whose
-    ``weighting`` ("paper": eq. 9, or "mean") is used.
+    ``weighting`` ("paper": eq. 9, or "mean" with ``labelled_weight``) is used. ``alpha``, when
+    given, is every run's classification weight instead of ``alpha_factor * N_total / N_l``
+    (:func:`alpha_weight`): with "mean" weighting the classification term is a minibatch mean,
+    so the paper's division by N_l has no counterpart there.
 
     ``lr_schedule`` "cosine" or "wsd" (:func:`common.training.lr_factor`): the rate decays to 0
     over all ``epochs * n_batches`` steps, after a linear warm-up over ``warmup_steps`` (the
@@ -767,24 +779,30 @@ def train_m2(model: M2, data: M2Data, *, epochs: int, n_batches: int,
                  else (None, torch.zeros_like(n_l)))
     bl, bu = minibatch_shape(n_batches, int(n_l.max()), int(n_u.min()), labelled_per_batch,
                              unlabelled_per_batch)
-    alphas = [alpha_weight(int(a + b), int(a), alpha_factor) for a, b in zip(n_l, n_u)]
+    if alpha is not None and not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0 or None, got {alpha!r}")
+    alphas = ([float(alpha)] * R if alpha is not None else
+              [alpha_weight(int(a + b), int(a), alpha_factor) for a, b in zip(n_l, n_u)])
     same = int(n_l.min()) == int(n_l.max()) and int(n_u.min()) == int(n_u.max())
     # plain numbers when all runs share N (as before), else per-run [R] tensors
-    n_l_obj, n_u_obj, alpha = ((int(n_l[0]), int(n_u[0]), alphas[0]) if same else
-                               (n_l.float(), n_u.float(), torch.tensor(alphas, device=dev)))
+    n_l_obj, n_u_obj, alpha_obj = ((int(n_l[0]), int(n_u[0]), alphas[0]) if same else
+                                   (n_l.float(), n_u.float(), torch.tensor(alphas, device=dev)))
     binar = Binariser(binarise)
     ar = torch.arange(R, device=dev)[:, None]
     tag = {"kind": "M2", "n_l": n_l.tolist(), "n_batches": n_batches, "bl": bl, "bu": bu, "lr": lr,
            "N": N, "seeds": model.seeds, "z": model.z_dim, "hidden": list(model.hidden_sizes),
            "alpha_factor": alpha_factor, "x_dim": model.x_dim, "likelihood": model.likelihood,
            "weighting": weighting, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
+           **({"labelled_weight": labelled_weight} if labelled_weight != 1.0 else {}),
+           **({"alpha": float(alpha)} if alpha is not None else {}),
            **({"amp": "bfloat16"} if amp else {}),
            **({"epochs": epochs} if lr_schedule != "constant" else {})}   # cosine: the length is the run
     tr = Trainer(model, lr, betas, checkpoint=checkpoint, tag=tag)
     tr.alpha = alphas[0] if same else alphas
     total_steps = epochs * n_batches
 
-    objective = step_objective(model, n_l_obj, n_u_obj, alpha, weighting, amp, compile_mode)
+    objective = step_objective(model, n_l_obj, n_u_obj, alpha_obj, weighting, amp, compile_mode,
+                               labelled_weight)
 
     def gather(idx: torch.Tensor) -> torch.Tensor:
         xb = data.x[ar, idx] if stacked_x else data.x[idx]
@@ -830,11 +848,13 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
               n_labelled: Sequence[int | None], seeds: Sequence[int], epochs: int, n_batches: int,
               labelled_per_batch: int | None, hidden: Sequence[int], z_dim: int = 50,
               unlabelled_per_batch: int | None = None, use_unlabelled: bool = True,
-              lr: float = 3e-4, alpha_factor: float = 0.1, eval_every: int = 1,
+              lr: float = 3e-4, alpha_factor: float = 0.1, alpha: float | None = None,
+              eval_every: int = 1,
               likelihood: Likelihood = "bernoulli", x_logvar: torch.Tensor | None = None,
-              weighting: Weighting = "paper", lr_schedule: str = "constant",
-              warmup_steps: int = 0, amp: bool = False, compile_mode: str | None = None,
-              checkpoint: str | Path | None = None, desc: str = "M2") -> dict[int | None, dict[str, Any]]:
+              weighting: Weighting = "paper", labelled_weight: float = 1.0,
+              lr_schedule: str = "constant", warmup_steps: int = 0, amp: bool = False,
+              compile_mode: str | None = None, checkpoint: str | Path | None = None,
+              desc: str = "M2") -> dict[int | None, dict[str, Any]]:
     """Train M2 for every label count in ``n_labelled`` and every seed as *one* stacked model
     (``len(n_labelled) * len(seeds)`` runs, N-major; a balanced label draw per (N, seed)) and
     report, per N, the validation-accuracy curves, test error (%) of its runs, and the timing of
@@ -864,7 +884,8 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
                   use_unlabelled=use_unlabelled)
     tr = train_m2(model, data, epochs=epochs, n_batches=n_batches,
                   labelled_per_batch=labelled_per_batch, unlabelled_per_batch=unlabelled_per_batch,
-                  lr=lr, alpha_factor=alpha_factor, weighting=weighting, lr_schedule=lr_schedule,
+                  lr=lr, alpha_factor=alpha_factor, alpha=alpha, weighting=weighting,
+                  labelled_weight=labelled_weight, lr_schedule=lr_schedule,
                   warmup_steps=warmup_steps, amp=amp, compile_mode=compile_mode,
                   binarise="none" if x_logvar is not None else "dynamic",
                   evaluate=lambda e: {"valid_acc": classifier_accuracy(model, x_valid, y_valid).tolist()},

@@ -133,6 +133,21 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_amp(setting: bool | str, device: torch.device) -> bool:
+    """Whether a profile's ``amp`` setting (bfloat16 autocast) is on for ``device``: ``True`` /
+    ``False`` as given; ``"auto"`` on where bfloat16 matmuls are native, i.e. a CUDA device that
+    supports bfloat16, or a CPU that reports AVX-512 BF16 or AMX-BF16 (:func:`cpu_info`). CPUs
+    without them (AVX2-only ones, say) emulate bfloat16, which is slower than float32, so there
+    ``"auto"`` stays float32. The result is what a notebook records and passes on."""
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"amp must be True, False or 'auto', got {setting!r}")
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["isa"]))
+
+
 def memory_format(channels_last: bool, device: torch.device) -> torch.memory_format:
     """The memory format for a conv model *and* its inputs: ``channels_last`` only on CUDA.
 

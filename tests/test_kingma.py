@@ -116,6 +116,18 @@ def test_mean_weighting_is_batch_means_and_paper_weighting_rescales_them():
     torch.testing.assert_close(paper, -(n_l * lab + n_u * unl) / (n_l + n_u), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="weighting"):
         K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha, weighting="sum")
+    # labelled_weight lambda scales the labelled terms of "mean"; lambda = N_l / N_u is eq. 9
+    # times (N_l + N_u) / N_u
+    torch.manual_seed(6)
+    lam = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha, weighting="mean", labelled_weight=0.2)["loss"]
+    torch.testing.assert_close(lam, -(0.2 * lab + unl), rtol=1e-5, atol=1e-5)
+    torch.manual_seed(6)
+    ratio = K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha, weighting="mean",
+                           labelled_weight=n_l / n_u)["loss"]
+    torch.testing.assert_close(ratio, paper * (n_l + n_u) / n_u, rtol=1e-5, atol=1e-5)
+    for bad in ({"weighting": "paper", "labelled_weight": 0.5}, {"weighting": "mean", "labelled_weight": 0.0}):
+        with pytest.raises(ValueError, match="labelled_weight"):
+            K.m2_objective(m, xl, yl, xu, n_l, n_u, alpha, **bad)
 
 
 def test_balanced_subset_counts_and_seeding():
@@ -379,6 +391,19 @@ def test_m2_groups_stacks_label_counts_into_one_model():
     with pytest.raises(ValueError, match="fully labelled"):
         K.m2_groups(x, y, x, y, x, y, n_labelled=[None, 10], seeds=[0], epochs=1, n_batches=2,
                     labelled_per_batch=None, hidden=(8,))
+
+
+def test_fixed_alpha_replaces_the_per_label_count_formula():
+    """``alpha`` given: every run of every N gets it instead of 0.1 N_total / N_l; a negative
+    one is an error."""
+    torch.manual_seed(0)
+    x, y = torch.rand(300, 12), torch.arange(5).repeat(60)
+    kw = dict(seeds=[0], epochs=1, n_batches=3, labelled_per_batch=None, hidden=(8,), z_dim=2,
+              lr=1e-3, weighting="mean", labelled_weight=0.2)
+    res = K.m2_groups(x, y, x[:50], y[:50], x[:60], y[:60], n_labelled=[10, 40], alpha=7.0, **kw)
+    assert res[10]["alpha"] == res[40]["alpha"] == 7.0
+    with pytest.raises(ValueError, match="alpha must be"):
+        K.m2_groups(x, y, x, y, x, y, n_labelled=[10], alpha=-1.0, **kw)
 
 
 def test_stackable_groups_equal_settings_in_order():

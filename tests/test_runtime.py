@@ -109,6 +109,17 @@ def test_cpu_info_in_provenance():
                                 "avx512_bf16", "amx_tile", "amx_bf16"}
 
 
+@pytest.mark.parametrize("isa, expected", [(["avx2", "fma"], False), (["avx2", "avx512f"], False),
+                                         (["avx512f", "avx512_bf16"], True), (["amx_tile", "amx_bf16"], True)])
+def test_resolve_amp_auto_follows_native_bf16_on_cpu(monkeypatch, isa, expected):
+    monkeypatch.setattr(runtime, "cpu_info", lambda: {"isa": isa})
+    cpu = torch.device("cpu")
+    assert runtime.resolve_amp("auto", cpu) is expected
+    assert runtime.resolve_amp(True, cpu) is True and runtime.resolve_amp(False, cpu) is False
+    with pytest.raises(ValueError, match="amp must be"):
+        runtime.resolve_amp("yes", cpu)
+
+
 def test_relative_path_variables_resolve_against_the_callers_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("REPRO_DATA_MIRROR", "../shared/datasets")
     monkeypatch.setenv("REPRO_DATA_ROOT", str(tmp_path / "abs"))
