@@ -98,12 +98,12 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
             "active_std": 0.1, "seeds": SVC_DRAWS["cpu"], "hidden_n100": (300,),
             "hidden": (500,), "z": 50, "lr": 3e-3, "alpha_factor": 0.1, "alpha": 50.0,
             "labelled_weight": 0.2,
-            # 40 and 12 epochs fill the 40-minute budget (about 33 min with 01's M1 reused);
+            # 40 and 16 epochs fill the 40-minute budget (about 37 min with 01's M1 reused);
             # "wsd": constant 3e-3, then linear to 0 over the last 20 % of the epochs; the M2
             # objective weighted as in notebook 02's cpu profile (minibatch means, labelled terms
             # x 0.2, fixed alpha = 50; alpha_factor unused)
-            "schedule": {100: (40, 500, 100, 100), 600: (12, 500, 100, 100),
-                         1000: (12, 500, 100, 100), 3000: (12, 500, 100, 100)}, "eval_every": 1,
+            "schedule": {100: (40, 500, 100, 100), 600: (16, 500, 100, 100),
+                         1000: (16, 500, 100, 100), 3000: (16, 500, 100, 100)}, "eval_every": 1,
             "m2_fallback_train": False, "m2_hidden": (500,), "m2_schedule": {},
             "weighting": "mean", "lr_schedule": "wsd", "compile": None, "amp": False,
             "threads": 1, "cost_steps": 3},
