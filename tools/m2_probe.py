@@ -4,7 +4,7 @@ generative classifier argmax_y ELBO(x, y) along the way.
 
 Not a notebook result: a quick, reproducible way to compare settings before spending a
 notebook's budget on them. Minibatches are drawn with replacement (the notebooks' ``train_m2``
-permutes); the objective is :func:`common.kingma.m2_objective`.
+permutes); the objective is :func:`common.kingma.step_objective` (eq. 9 or the minibatch means).
 
     python -m tools.m2_probe --n 100 --labelled-weight 0.2 --alpha 50 --steps 3000
 """
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = torch.nonzero(mask).flatten()
     model = kingma.M2(784, 50, (500,), 10, [a.seed])
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    objective = kingma.step_objective(model, a.n, len(pool), a.alpha, a.weighting, amp=a.amp,
+                                      labelled_weight=a.labelled_weight)
     t0, row = time.perf_counter(), {}
     for k in range(a.steps):
         for g in opt.param_groups:
@@ -63,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         li = lab[torch.randint(len(lab), (a.labelled,))]
         xl, yl = torch.bernoulli(x[li])[None], y[li][None]
         xu = None if a.no_unlabelled else torch.bernoulli(x[pool[torch.randint(len(pool), (a.unlabelled,))]])[None]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp):
-            out = kingma.m2_objective(model, xl, yl, xu, a.n, len(pool), a.alpha, a.weighting,
-                                      a.labelled_weight)
+        out = objective(xl, yl, xu)
         opt.zero_grad(set_to_none=True)
         out["loss"].sum().backward()
         opt.step()
