@@ -340,8 +340,13 @@ def git_state(root: Path | None = None) -> dict[str, Any]:
                     == (replace_generated_table(current, "") or current).strip()):
                 changed.remove("README.md")
         dirty = bool(changed)
-    return {"commit": commit or "unknown", "dirty": dirty,
-            "source_hash": source_hash() if root == REPO_ROOT else None}
+    state = {"commit": commit or "unknown", "dirty": dirty,
+             "source_hash": source_hash() if root == REPO_ROOT else None}
+    if commit is None and os.environ.get("REPRO_COMMIT"):
+        # a copy without .git (a lent GPU machine): the commit it was copied from, as stated by
+        # the caller; source_hash lets anyone check it against that commit's files
+        state.update(commit=os.environ["REPRO_COMMIT"], commit_from="REPRO_COMMIT")
+    return state
 
 
 def device_name(device: torch.device) -> str:

@@ -156,3 +156,12 @@ def test_headless_runs_draw_no_progress_bars(monkeypatch):
         it = training.progress(range(3), "x")
         assert type(it).__name__ == "range_iterator" and list(it) == [0, 1, 2]
     assert training.HEADLESS_ENV not in os.environ
+
+
+def test_commit_of_a_copy_without_git_comes_from_repro_commit(tmp_path, monkeypatch):
+    """A lent GPU machine gets the tree without .git: the caller names the commit, marked as such."""
+    monkeypatch.delenv("REPRO_COMMIT", raising=False)
+    assert runtime.git_state(tmp_path)["commit"] == "unknown"
+    monkeypatch.setenv("REPRO_COMMIT", "abc123")
+    state = runtime.git_state(tmp_path)
+    assert state["commit"] == "abc123" and state["commit_from"] == "REPRO_COMMIT"
