@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,26 @@ class Unfinished(RuntimeError):
 
 class Busy(SystemExit):
     """Another ``make reproduce`` holds this clone's results lock."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM (``timeout``, a batch system, a lent machine's call limit) arrived mid-run."""
+
+
+@contextlib.contextmanager
+def terminate_cleanly():
+    """Turn SIGTERM into :class:`Terminated` (exit 143) while running, so that a killed run goes
+    the way of every failure: the partly executed notebook (papermill saves it cell by cell)
+    lands in ``results/<name>.failed/`` and earlier results stay. A plain SIGTERM would end the
+    process with the run still in its staging folder and no message."""
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def find_notebooks(prefix: str | None) -> list[Path]:
@@ -260,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the dryrun profile is never published into results/: run `make dryrun`, "
                          "or add --scratch DIR")
     scratch = scratch_dir(args.scratch) if args.scratch else None
-    with results_lock(scratch):
+    with results_lock(scratch), terminate_cleanly():
         for book in books:
             try:
                 run_one(book, args.profile, extra, results_dir=scratch)

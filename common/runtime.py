@@ -342,10 +342,12 @@ def git_state(root: Path | None = None) -> dict[str, Any]:
         dirty = bool(changed)
     state = {"commit": commit or "unknown", "dirty": dirty,
              "source_hash": source_hash() if root == REPO_ROOT else None}
-    if commit is None and os.environ.get("REPRO_COMMIT"):
-        # a copy without .git (a lent GPU machine): the commit it was copied from, as stated by
-        # the caller; source_hash lets anyone check it against that commit's files
-        state.update(commit=os.environ["REPRO_COMMIT"], commit_from="REPRO_COMMIT")
+    stated = os.environ.get("REPRO_COMMIT", "").strip()
+    if stated and stated != commit:
+        # a copy whose .git is missing or stale (a lent GPU machine gets the session's first
+        # .git with the current files): the commit the caller says the files are from; whether
+        # they differ from it is then unknown, and source_hash lets anyone check the claim
+        state.update(commit=stated, commit_from="REPRO_COMMIT", git_head=commit, dirty=None)
     return state
 
 

@@ -55,3 +55,13 @@ def test_plan_names_every_part_within_the_carry_limit(tmp_path):
     assert all(f'carry [".payload/cifar-{k}"]' in text for k in range(3))
     sizes = [float(x.split(" MiB")[0]) for x in text.split("(about ")[1:]]
     assert sizes and max(sizes) < 64
+
+
+def test_plan_warns_when_a_part_and_the_tree_exceed_one_call(tmp_path):
+    for d in ("whl", "mnist", "cifar-0"):
+        (tmp_path / d).mkdir()
+    with open(tmp_path / "cifar-0" / "a.part00", "wb") as f:   # sparse: sized, not written
+        f.truncate(int((dp.CARRY_MIB - dp.tree_mib() + 1) * 2 ** 20))
+    text = dp.plan(tmp_path)
+    assert text.startswith("!! a call above carries") and "--part-mib" in text
+    assert "REPRO_COMMIT=" in text and "timeout 560" in text

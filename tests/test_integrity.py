@@ -159,9 +159,15 @@ def test_headless_runs_draw_no_progress_bars(monkeypatch):
 
 
 def test_commit_of_a_copy_without_git_comes_from_repro_commit(tmp_path, monkeypatch):
-    """A lent GPU machine gets the tree without .git: the caller names the commit, marked as such."""
+    """A lent GPU machine gets the files with no .git, or a stale one: the caller names the
+    commit, and the record says so."""
     monkeypatch.delenv("REPRO_COMMIT", raising=False)
     assert runtime.git_state(tmp_path)["commit"] == "unknown"
     monkeypatch.setenv("REPRO_COMMIT", "abc123")
     state = runtime.git_state(tmp_path)
     assert state["commit"] == "abc123" and state["commit_from"] == "REPRO_COMMIT"
+    assert state["dirty"] is None and state["git_head"] is None
+    head = runtime.git_state()["git_head"]           # this repository: a real, different HEAD
+    assert head is not None and len(head) == 40
+    monkeypatch.setenv("REPRO_COMMIT", head)
+    assert "commit_from" not in runtime.git_state()   # agrees with .git: nothing to mark

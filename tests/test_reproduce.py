@@ -92,3 +92,35 @@ def test_make_passes_parameters_with_shell_characters():
     args = shlex.split(cmd)
     i = args.index("--param")
     assert args[i:i + 4] == ["--param", "M1_HIDDEN=(500,500)", "--param", "SEGMENT_SECONDS=480"]
+
+
+def test_sigterm_mid_run_keeps_the_partial_notebook(sandbox):
+    """`timeout` / a lent machine's call limit sends SIGTERM: the half-run goes to .failed."""
+    import os
+    import signal
+    import threading
+
+    books, res = sandbox
+    book = write_book(books / "93_slow.ipynb",
+                      "import pathlib, time\npathlib.Path(OUT_DIR, 'half.txt').write_text('x')\n"
+                      "time.sleep(60)\n")
+    half = res / ".staging-93_slow" / "half.txt"
+
+    def kill_when_half_done() -> None:     # however slow the kernel is to start
+        for _ in range(1200):
+            if half.is_file():
+                break
+            threading.Event().wait(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=kill_when_half_done, daemon=True)
+    killer.start()
+    with pytest.raises(reproduce.Terminated) as info, reproduce.terminate_cleanly():
+        reproduce.run_one(book, "smoke", {})
+    killer.join()
+    assert info.value.code == 128 + signal.SIGTERM
+    assert (res / "93_slow.failed" / "half.txt").is_file()
+    assert (res / "93_slow.failed" / "93_slow.ipynb").is_file()
+    assert not list(res.glob(".staging-*")) and not (res / "93_slow").exists()
+    assert signal.getsignal(signal.SIGTERM) is before              # handler restored

@@ -142,24 +142,38 @@ Call 1  carry [".payload/whl", ".payload/mnist"]  (about {c1} MiB with the tree)
   {install} && mkdir -p /tmp/mirror/mnist /tmp/parts && cp .payload/mnist/* /tmp/mirror/mnist/ && nvidia-smi -L
 {cifar_calls}Then (same call as the last part):
   export PYTHONPATH=$PWD:/tmp/site; python3 tools/device_payload.py assemble /tmp/parts /tmp/mirror/cifar10/cifar-10-python.tar.gz
-Run a notebook (one call each, timeout_s 590; repeat while it exits 3):
-  export PYTHONPATH=$PWD:/tmp/site REPRO_DATA_MIRROR=/tmp/mirror REPRO_DATA_ROOT=/tmp/data PYTHONUNBUFFERED=1;
-  python3 -m common.reproduce --nb NN --profile full --param SEGMENT_SECONDS=480; rc=$?;
+Run a notebook (one call each, timeout_s 595; repeat while it exits 3). The commit is this
+checkout's HEAD: the device's .git can be the session's first one, not the files it runs.
+  export PYTHONPATH=$PWD:/tmp/site REPRO_DATA_MIRROR=/tmp/mirror REPRO_DATA_ROOT=/tmp/data PYTHONUNBUFFERED=1 REPRO_COMMIT={head};
+  timeout 560 python3 -m common.reproduce --nb NN --profile full --param SEGMENT_SECONDS=420; rc=$?;
   tar czf $OUT/results-NN.tgz results/NN_* checkpoints 2>/dev/null; exit $rc
-  (exit 3: the time segment ran out and checkpoints are saved; checkpoints/ comes back too, so
-  a fresh machine resumes after `tar xzf` of it into the tree, carried as "checkpoints")
+  (`timeout` sends SIGTERM, which common.reproduce turns into a failed run kept in
+  results/NN_*.failed/ with the cells that ran; exit 3: the time segment ran out and checkpoints
+  are saved; checkpoints/ comes back too, so a fresh machine resumes after `tar xzf` of it into
+  the tree, carried as "checkpoints". Only 01-03 and 05 take SEGMENT_SECONDS; for the others
+  leave --param out, and see docs/DEVICE.md for which fit one call at all.)
 Back here: tar xzf /work/.device/.../results-NN.tgz, check results/NN_*/metrics.json (device,
 profile full, commit), commit results/ and regenerate the README table (make report).
 """
 
 
+CARRY_MIB = 64          # one device call carries at most this, the working tree included
+
+
+def tree_mib() -> float:
+    """MiB of the files a device call sends besides the carried ones (git's tracked files)."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True,
+                             check=True).stdout.split(b"\0")
+    return sum((REPO_ROOT / f.decode()).stat().st_size for f in tracked
+               if f and (REPO_ROOT / f.decode()).is_file()) / 2 ** 20
+
+
 def plan(out: Path = PAYLOAD, warm_s: int = 30) -> str:
     """The device calls for the payload in ``out``, in order, with their carried sizes."""
     mib = 2 ** 20
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True,
-                             check=True).stdout.split(b"\0")
-    tree = sum((REPO_ROOT / f.decode()).stat().st_size for f in tracked
-               if f and (REPO_ROOT / f.decode()).is_file()) / mib
+    tree = tree_mib()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
 
     def size(folder: Path) -> float:
         return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / mib
@@ -169,8 +183,13 @@ def plan(out: Path = PAYLOAD, warm_s: int = 30) -> str:
     parts = sorted(out.glob("cifar-*"), key=lambda p: int(p.name.split("-")[1]))
     cifar = "".join(f"Call {k + 2}  carry [\".payload/{p.name}\"]  (about {tree + size(p):.0f} MiB):\n"
                     f"  cp .payload/{p.name}/* /tmp/parts/\n" for k, p in enumerate(parts))
-    return PLAN.format(tree=f"{tree:.0f}", warm=warm_s, install=install, cifar_calls=cifar,
-                       c1=f"{tree + size(out / 'whl') + size(out / 'mnist'):.0f}")
+    text = PLAN.format(tree=f"{tree:.0f}", warm=warm_s, install=install, cifar_calls=cifar,
+                       c1=f"{tree + size(out / 'whl') + size(out / 'mnist'):.0f}", head=head)
+    biggest = max([tree + size(out / "whl") + size(out / "mnist")] + [tree + size(p) for p in parts])
+    if biggest > CARRY_MIB:
+        text = (f"!! a call above carries {biggest:.0f} MiB, over the {CARRY_MIB} MiB limit: rebuild "
+                f"with a smaller --part-mib (default: what fits beside the tree)\n\n" + text)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="wheels, MNIST and CIFAR-10 parts into .payload/")
     b.add_argument("--mirror", type=Path, default=REPO_ROOT.parent / "shared" / "datasets")
     b.add_argument("--out", type=Path, default=PAYLOAD)
-    b.add_argument("--part-mib", type=float, default=32.0,
-                   help="CIFAR part size; a call carries 64 MiB with the working tree")
+    b.add_argument("--part-mib", type=float, default=None,
+                   help="CIFAR part size (default: what fits beside the working tree in one "
+                        "64 MiB call, less 3 MiB)")
     b.add_argument("--no-download", action="store_true", help="skip the wheels")
     a = sub.add_parser("assemble", help="verify parts and rebuild the archive")
     a.add_argument("parts_dir", type=Path)
@@ -189,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=PAYLOAD)
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        print(json.dumps(build(args.out, args.mirror, args.part_mib, not args.no_download), indent=1))
+        part_mib = args.part_mib or max(4.0, CARRY_MIB - 3 - tree_mib())
+        print(json.dumps(build(args.out, args.mirror, part_mib, not args.no_download), indent=1))
     elif args.cmd == "assemble":
         print(f"ok: {assemble(args.parts_dir, args.out)}")
     else:
