@@ -16,16 +16,21 @@ decoder mean rescaled to [-1, 1] so that every model hands the evaluation the sa
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .kingma import bernoulli_log_likelihood, gaussian_kl, reparameterise
-from .runtime import dryrun_of
-from .training import EpochLog, check_finite
+from .runtime import dryrun_of, file_digest
+from .training import (EpochLog, SegmentUnfinished, check_finite, load_checkpoint, save_checkpoint,
+                       segment_over)
 
 GLoss = Literal["non_saturating", "saturating"]
 IMAGE_SHAPE = (1, 28, 28)
@@ -372,8 +377,67 @@ def generate(model: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None,
     return torch.cat(out).clamp_(0, 1)
 
 
+# --------------------------------------------------------------------------- finished runs, kept
+History = GANHistory | VAEHistory
+
+
+def history_state(hist: History) -> dict[str, Any]:
+    """``hist`` as plain data (for :func:`save_checkpoint`); :func:`history_from_state` inverts it."""
+    state = {f.name: getattr(hist, f.name) for f in dataclasses.fields(hist) if f.name != "log"}
+    log = hist.log
+    state["log"] = None if log is None else {"seconds": log.seconds, "samples": log.samples,
+                                             "rows": log.rows}
+    return {"kind": type(hist).__name__, **state}
+
+
+def history_from_state(state: dict[str, Any], device: torch.device | str | None = None) -> History:
+    cls = {"GANHistory": GANHistory, "VAEHistory": VAEHistory}[state["kind"]]
+    hist = cls(**{k: v for k, v in state.items() if k not in ("kind", "log")})
+    if state["log"] is not None:
+        hist.log = EpochLog(torch.device(device) if device is not None else None, **state["log"])
+    return hist
+
+
+def run_key(**settings: Any) -> str:
+    """Digest of a run's settings and of this module's source: a kept run is reused only by the
+    same code with the same settings."""
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256((blob + file_digest([Path(__file__)])).encode()).hexdigest()[:16]
+
+
+def kept_run(path: Path | None, model: nn.Module, train: Callable[[], History]
+             ) -> tuple[History, bool]:
+    """Train ``model`` with ``train()`` unless ``path`` holds this run finished already (then load
+    its parameters into ``model`` and return its history); save it when it finishes. Returns
+    ``(history, loaded)``. ``path=None`` always trains and keeps nothing (the smoke profile).
+
+    With a time segment (:func:`common.training.start_segment`) that has run out, a run that is
+    not kept yet raises :class:`SegmentUnfinished` instead of starting, once this process has
+    trained at least one (so every segment makes progress): runs are the units of notebook 07's
+    segments (each takes a minute or two on a GPU), and running it again resumes with the next."""
+    global _runs_trained
+    if path is not None:
+        state = load_checkpoint(path, map_location=next(model.parameters()).device)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            model.eval()
+            return history_from_state(state["history"], next(model.parameters()).device), True
+        if segment_over() and _runs_trained:
+            raise SegmentUnfinished(f"time segment used up before {Path(path).name}; finished runs "
+                                    f"are kept in {Path(path).parent}: run again to continue")
+    hist = train()
+    if path is not None:
+        save_checkpoint(path, {"model": model.state_dict(), "history": history_state(hist)})
+        _runs_trained += 1
+    return hist, False
+
+
+_runs_trained = 0   # runs kept_run trained (and saved) in this process
+
+
 __all__ = ["Generator", "Discriminator", "ConvVAE", "d_loss", "g_loss", "train_gan", "train_vae",
-           "test_elbo", "generate", "sample_noise", "grad_norm", "CONFIGS"]
+           "test_elbo", "generate", "sample_noise", "grad_norm", "kept_run", "run_key",
+           "history_state", "history_from_state", "CONFIGS"]
 
 
 # --------------------------------------------------------------------------- notebook 07 profiles

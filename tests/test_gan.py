@@ -99,3 +99,44 @@ def test_vae_training_improves_the_bound():
     h = gan.train_vae(vae, x, steps=40, batch_size=64, lr=3e-3)
     assert len(h.elbo) == 40
     assert gan.test_elbo(vae, x) > before
+
+
+def test_kept_run_trains_once_then_loads_the_same_model_and_history(tmp_path, monkeypatch):
+    """Notebook 07's segments: a finished run is saved, and a rerun loads it instead of training."""
+    from common import training
+
+    x = torch.rand(64, 1, 28, 28) * 2 - 1
+    path = tmp_path / f"dcgan-{gan.run_key(steps=3, ch=4)}.pt"
+    calls = []
+
+    def make():
+        torch.manual_seed(0)
+        return gan.Generator(8, 4), gan.Discriminator(4)
+
+    G, D = make()
+
+    def train():
+        calls.append(1)
+        return gan.train_gan(G, D, x, steps=3, batch_size=16, eval_every=2,
+                             on_eval=lambda step: {"fid_mnist": float(step)})
+
+    monkeypatch.setattr(gan, "_runs_trained", 0)
+    training.start_segment(1e-9)          # over at once: still, one run per process trains
+    try:
+        hist, loaded = gan.kept_run(path, G, train)
+        assert not loaded and calls == [1] and path.is_file()
+        G2, _ = make()
+        hist2, loaded2 = gan.kept_run(path, G2, lambda: calls.append(2))
+        assert loaded2 and calls == [1]
+        for a, b in zip(G.state_dict().values(), G2.state_dict().values()):
+            assert torch.equal(a, b)
+        assert hist2.steps == hist.steps and hist2.g_grad_norm == hist.g_grad_norm
+        assert hist2.evals == hist.evals and hist2.log.summary() == hist.log.summary()
+        with pytest.raises(training.SegmentUnfinished, match="run again"):
+            gan.kept_run(tmp_path / "other.pt", gan.Generator(8, 4), lambda: calls.append(3))
+        assert calls == [1]
+    finally:
+        training.start_segment(None)
+    assert gan.run_key(steps=3, ch=4) != gan.run_key(steps=4, ch=4)
+    vh = gan.VAEHistory(steps=[1], elbo=[-1.0], evals=[], log=None)
+    assert gan.history_from_state(gan.history_state(vh)) == vh

@@ -150,8 +150,8 @@ checkout's HEAD: the device's .git can be the session's first one, not the files
   (`timeout` sends SIGTERM, which common.reproduce turns into a failed run kept in
   results/NN_*.failed/ with the cells that ran; exit 3: the time segment ran out and checkpoints
   are saved; checkpoints/ comes back too, so a fresh machine resumes after `tar xzf` of it into
-  the tree, carried as "checkpoints". Only 01-03 and 05 take SEGMENT_SECONDS; for the others
-  leave --param out, and see docs/DEVICE.md for which fit one call at all.)
+  the tree, carried as "checkpoints". 01-03, 05 and 07 take SEGMENT_SECONDS (07: 300, it
+  stops between whole runs); for 04 and 06 leave --param out; docs/DEVICE.md says what fits.)
 Back here: tar xzf /work/.device/.../results-NN.tgz, check results/NN_*/metrics.json (device,
 profile full, commit), commit results/ and regenerate the README table (make report).
 """
