@@ -17,8 +17,6 @@ decoder mean rescaled to [-1, 1] so that every model hands the evaluation the sa
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -28,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kingma import bernoulli_log_likelihood, gaussian_kl, reparameterise
-from .runtime import dryrun_of, file_digest
+from .runtime import dryrun_of, settings_key
 from .training import (EpochLog, SegmentUnfinished, check_finite, load_checkpoint, save_checkpoint,
                        segment_over)
 
@@ -401,8 +399,7 @@ def history_from_state(state: dict[str, Any], device: torch.device | str | None 
 def run_key(**settings: Any) -> str:
     """Digest of a run's settings and of this module's source: a kept run is reused only by the
     same code with the same settings."""
-    blob = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256((blob + file_digest([Path(__file__)])).encode()).hexdigest()[:16]
+    return settings_key(settings, [Path(__file__)])
 
 
 def kept_run(path: Path | None, model: nn.Module, train: Callable[[], History]

@@ -15,8 +15,6 @@ Every image argument is ``[N, 1, 28, 28]`` (or ``[N, 784]``) with pixels in [0, 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DeviceBatches
-from .runtime import checkpoint_root, file_digest
+from .runtime import checkpoint_root, settings_key
 from .training import EpochLog, check_finite, load_checkpoint, save_checkpoint
 
 
@@ -106,8 +104,7 @@ def cached_classifier(x: torch.Tensor, y: torch.Tensor, config: Mapping[str, Any
     ``x``'s device) and an info dict (``key``, ``cached``, ``timing``)."""
     cfg = {k: config[k] for k in ("epochs", "batch_size", "lr", "seed")}
     arch = dict(config.get("arch") or {})
-    blob = json.dumps({**cfg, "arch": arch, "n_train": len(x)}, sort_keys=True)
-    key = hashlib.sha256((blob + file_digest([Path(__file__)])).encode()).hexdigest()[:16]
+    key = settings_key({**cfg, "arch": arch, "n_train": len(x)}, [Path(__file__)])
     path = Path(cache_dir) / f"classifier-{key}.pt"
     state = load_checkpoint(path, map_location=x.device)
     if state is not None:

@@ -44,7 +44,7 @@ from torch import nn
 
 from .training import (EpochLog, NonFiniteError, SegmentUnfinished, load_checkpoint, progress,
                        save_checkpoint, segment_over, check_lr_schedule, lr_factor)
-from .runtime import Stopwatch, file_digest
+from .runtime import Stopwatch, file_digest, seconds_per_call
 
 LOG_2PI = math.log(2 * math.pi)
 Likelihood = Literal["bernoulli", "gaussian"]
@@ -1073,12 +1073,7 @@ def bench(runs: int = 1, n_batches: int = 100, batch: int = 500, x_dim: int = 78
         out["loss"].sum().backward()
         opt.step()
 
-    step()  # warm-up: allocations, kernel selection, compilation
-    step()
-    w = Stopwatch(dev)
-    for _ in range(steps):
-        step()
-    dt = w.elapsed() / steps
+    dt = seconds_per_call(step, steps, dev)   # after 2 untimed steps (compilation happens there)
     return {"device": str(dev), "runs": runs, "batch": batch, "amp": amp, "compile": compile_mode,
             "step_seconds": round(dt, 5),
             "epoch_seconds": round(dt * n_batches, 3),

@@ -30,8 +30,6 @@ checkpoint/resume and NaN guards, and the 2-D toy of Fig. 1.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from contextlib import contextmanager
@@ -45,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from .runtime import dryrun_of, file_digest, memory_format
+from .runtime import dryrun_of, memory_format, settings_key
 from .training import check_finite, check_lr_schedule, load_checkpoint, lr_factor, save_checkpoint
 
 LOG2 = math.log(2.0)
@@ -672,8 +670,7 @@ class TrainConfig:
         learning-rate schedule depends on it), including this module's source (a checkpoint
         written by other model code is never resumed)."""
         d = {k: v for k, v in asdict(self).items() if k not in self.budget_free()}
-        blob = json.dumps({"train": d, "model": model_cfg}, sort_keys=True).encode()
-        return hashlib.sha1(blob + file_digest([Path(__file__)]).encode()).hexdigest()[:10]
+        return settings_key({"train": d, "model": model_cfg}, [Path(__file__)], length=10)
 
     def lr_at(self, step: int, train_seconds: float) -> float:
         """Learning rate of optimiser step ``step`` (0-based) after ``train_seconds``."""

@@ -21,6 +21,7 @@ else ``cpu``).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import random
@@ -28,7 +29,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -305,6 +306,14 @@ def file_digest(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def settings_key(settings: Mapping[str, Any], files: Sequence[Path], length: int = 16) -> str:
+    """Short sha256 over ``settings`` (as sorted JSON; non-JSON values by ``str``) and the sources
+    ``files`` (:func:`file_digest`): the name of a cached model that only the same code with the
+    same settings may reuse."""
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256((blob + file_digest(files)).encode()).hexdigest()[:length]
+
+
 def source_hash() -> str:
     """Digest of the code that produces numbers: ``common/**/*.py`` and ``notebooks/*.ipynb``.
 
@@ -418,3 +427,17 @@ class Stopwatch:
         now = self._now()
         dt, self.start = now - self.start, now
         return dt
+
+
+def seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device | None = None,
+                     warmup: int = 2) -> float:
+    """Mean wall-clock seconds of ``fn()`` over ``calls`` calls after ``warmup`` untimed ones
+    (allocations, kernel selection, compilation), CUDA synchronised (:class:`Stopwatch`)."""
+    if calls < 1:
+        raise ValueError(f"calls must be >= 1, got {calls}")
+    for _ in range(warmup):
+        fn()
+    w = Stopwatch(device)
+    for _ in range(calls):
+        fn()
+    return w.elapsed() / calls

@@ -1,6 +1,7 @@
 """tools/gpu_bench.py: its timers run the notebooks' own trainers and return per-step seconds."""
 import torch
 
+from common import runtime
 from tools import gpu_bench as gb
 
 
@@ -11,4 +12,4 @@ def test_trainer_timers_run_the_real_trainers_on_small_shapes():
                 gb._vae_run(dev, fmt, ch=4, batch=8)):
         dt = gb._time_run(run, 3, dev)
         assert 0 < dt < 5
-    assert 0 < gb._time(gb._dae_step(dev), 3, dev) < 5
+    assert 0 < runtime.seconds_per_call(gb._dae_step(dev), 3, dev) < 5

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -143,3 +145,22 @@ def test_get_device_makes_float32_mean_float32_and_provenance_records_it():
         assert runtime.provenance("smoke", [0], torch.device("cpu"))["precision"] == runtime.precision_state()
     finally:
         torch.set_float32_matmul_precision("highest")
+
+
+def test_settings_key_changes_with_settings_and_source(tmp_path):
+    src = tmp_path / "model.py"
+    src.write_text("a = 1\n")
+    k = runtime.settings_key({"steps": 3, "ch": 4}, [src])
+    assert k == runtime.settings_key({"ch": 4, "steps": 3}, [src]) and len(k) == 16   # order-free
+    assert k != runtime.settings_key({"steps": 4, "ch": 4}, [src])
+    assert len(runtime.settings_key({"steps": 3}, [src], length=10)) == 10
+    src.write_text("a = 2\n")
+    assert k != runtime.settings_key({"steps": 3, "ch": 4}, [src])
+
+
+def test_seconds_per_call_warms_up_then_averages():
+    calls = []
+    dt = runtime.seconds_per_call(lambda: calls.append(time.sleep(0.01)), 3, warmup=2)
+    assert len(calls) == 5 and 0.01 <= dt < 0.5
+    with pytest.raises(ValueError, match="calls"):
+        runtime.seconds_per_call(lambda: None, 0)

@@ -23,14 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import dae, gan, kingma, runtime  # noqa: E402
 
 
-def _time(step: Callable[[], None], steps: int, dev: torch.device) -> float:
-    step(); step()
-    w = runtime.Stopwatch(dev)
-    for _ in range(steps):
-        step()
-    return w.elapsed() / steps
-
-
 def _time_run(run: Callable[[int], None], steps: int, dev: torch.device) -> float:
     """Seconds per step of a trainer called once for ``steps`` steps (after a 2-step warm-up)."""
     run(2)
@@ -87,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     def add(name: str, schedule_steps: int, fn: Callable[[], Callable[..., None]], steps: int,
             trainer: bool = True) -> None:
         t0 = time.perf_counter()
-        dt = _time_run(fn(), steps, dev) if trainer else _time(fn(), steps, dev)
+        dt = _time_run(fn(), steps, dev) if trainer else runtime.seconds_per_call(fn(), steps, dev)
         rows.append({"model": name, "step_ms": round(1e3 * dt, 3), "schedule_steps": schedule_steps,
                      "schedule_minutes": round(dt * schedule_steps / 60, 2),
                      "bench_seconds": round(time.perf_counter() - t0, 1)})
