@@ -928,15 +928,27 @@ Schedule = tuple[int, int, int | None, int | None]
 per epoch); the arguments of :func:`train_m2` of those names."""
 
 
+def alpha_for(alpha: float | Mapping[int, float] | None, n: int) -> float | None:
+    """The classification weight of label count ``n``: ``alpha`` itself, or ``alpha[n]`` when it
+    is a mapping ``{N: alpha}`` (a per-N alpha of the reduced profiles)."""
+    if isinstance(alpha, Mapping):
+        if n not in alpha:
+            raise ValueError(f"alpha has no entry for N = {n} (has {sorted(alpha)})")
+        return float(alpha[n])
+    return alpha
+
+
 def schedule_groups(schedule: Mapping[int, Schedule],
-                    hidden: Sequence[int] | Callable[[int], Sequence[int]]
+                    hidden: Sequence[int] | Callable[[int], Sequence[int]],
+                    alpha: float | Mapping[int, float] | None = None,
                     ) -> list[tuple[list[int], Schedule, tuple[int, ...]]]:
     """The stacked models a ``schedule`` trains as: (label counts, their schedule, their hidden
-    widths) for each group of N with equal schedule and widths (``hidden``, or ``hidden(N)``)."""
+    widths) for each group of N with equal schedule, widths (``hidden``, or ``hidden(N)``) and
+    alpha (:func:`alpha_for`)."""
     def width(n: int) -> tuple[int, ...]:
         return tuple(hidden(n) if callable(hidden) else hidden)
 
-    groups = stackable({n: (tuple(s), width(n)) for n, s in schedule.items()})
+    groups = stackable({n: (tuple(s), width(n), alpha_for(alpha, n)) for n, s in schedule.items()})
     return [(ns, tuple(schedule[ns[0]]), width(ns[0])) for ns in groups]  # type: ignore[misc]
 
 
@@ -945,19 +957,21 @@ def m2_schedule(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Ten
                 schedule: Mapping[int, Schedule],
                 hidden: Sequence[int] | Callable[[int], Sequence[int]],
                 checkpoint: Callable[[str], str | Path | None] | None = None, desc: str = "M2",
+                alpha: float | Mapping[int, float] | None = None,
                 **kw: Any) -> dict[int, dict[str, Any]]:
-    """Train M2 for every label count of ``schedule`` ``{N: Schedule}``: the N whose schedule and
-    hidden widths (``hidden``, or ``hidden(N)``) are equal train as one stacked model
+    """Train M2 for every label count of ``schedule`` ``{N: Schedule}``: the N whose schedule,
+    hidden widths (``hidden``, or ``hidden(N)``) and ``alpha`` (a number, ``{N: alpha}``, or None
+    for the paper's :func:`alpha_weight`) are equal train as one stacked model
     (:func:`schedule_groups`, :func:`m2_groups`). ``checkpoint(tag)`` names the checkpoint of the group
     whose label counts joined by "_" are ``tag`` (e.g. "600_1000_3000"); ``kw`` goes to
     :func:`m2_groups` (seeds, z_dim, lr, alpha_factor, ...). Returns ``{N: results}`` in the
     order of ``schedule``."""
     res: dict[int, dict[str, Any]] = {}
-    for ns, (epochs, n_batches, per_l, per_u), widths in schedule_groups(schedule, hidden):
+    for ns, (epochs, n_batches, per_l, per_u), widths in schedule_groups(schedule, hidden, alpha):
         tag = "_".join(map(str, ns))
         res.update(m2_groups(x_train, y_train, x_valid, y_valid, x_test, y_test, n_labelled=ns,
                              epochs=epochs, n_batches=n_batches, labelled_per_batch=per_l,
-                             unlabelled_per_batch=per_u, hidden=widths,
+                             unlabelled_per_batch=per_u, hidden=widths, alpha=alpha_for(alpha, ns[0]),
                              checkpoint=checkpoint(tag) if checkpoint else None,
                              desc=f"{desc} N={tag}", **kw))
     return {n: res[n] for n in schedule}

@@ -59,13 +59,15 @@ CONFIGS_02: dict[str, dict[str, Any]] = {
     # mean, with a fixed alpha = 50 for every N (a deviation from eq. 9; the paper's objective
     # runs beside it on the same budget, first seed), Adam 3e-3 decayed along a cosine to 0 over
     # the run; bfloat16 autocast where the CPU has native bfloat16 ("auto": AVX-512 BF16 / AMX).
-    # alpha_factor: the paper's alpha of that beside-run. 10,000 and 4,000 optimiser steps on
-    # both cores (threads 2): notebooks render one at a time (03 reads 02's results), and one
-    # M2 step takes 73 ms on 2 threads against 146 ms on 1 (3 stacked runs, bfloat16).
+    # alpha_factor: the paper's alpha of that beside-run. Optimiser steps: 9,000 at N = 100,
+    # 3,000 at N = 600 / 1000 and 5,000 at N = 3000, where M2's lead over labels only still grows
+    # with the steps (docs/M2_PROBES.md), within 40 minutes on both cores (threads 2): notebooks
+    # render one at a time (03 reads 02's results), and one M2 step takes 73 ms on 2 threads
+    # against 146 ms on 1 (3 stacked runs, bfloat16).
     "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (500,), "z": 50,
             "lr": 3e-3, "alpha_factor": 0.1, "alpha": 50.0, "labelled_weight": 0.2, "seeds": [0, 1, 2],
-            "schedule": {100: (100, 100, 100, 100), 600: (40, 100, 100, 50),
-                         1000: (40, 100, 100, 50), 3000: (40, 100, 100, 50)}, "eval_every": 1,
+            "schedule": {100: (90, 100, 100, 100), 600: (30, 100, 100, 50),
+                         1000: (30, 100, 100, 50), 3000: (50, 100, 100, 50)}, "eval_every": 1,
             "sup_hidden": (500, 500), "sup_epochs": 3, "sup_batches": 100,
             "sty_hidden": (500,), "sty_epochs": 3, "grid": 10, "threads": 2,
             "weighting": "mean", "lr_schedule": "cosine", "paper_objective": True,

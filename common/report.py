@@ -1,5 +1,6 @@
 """Generate the README's results tables from ``results/*/metrics.json``, and the one-line
-verdict every notebook prints at the top of its "what differs" section.
+verdict every notebook prints at the top of its "what differs" section (with the paired
+per-draw comparison the Kingma et al. verdicts rest on).
 
     python -m common.report          # rewrite the tables between the markers in README.md
     python -m common.report --print  # print them instead
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .results import RESULTS_DIR, load_all_metrics, write_generated_table
 from .runtime import README_TABLE, REPO_ROOT
@@ -30,6 +31,24 @@ def verdict(status: str, why: str) -> str:
     if status not in VERDICTS:
         raise ValueError(f"status must be one of {VERDICTS}, got {status!r}")
     return f"**Verdict: {status}** — {why.strip()}"
+
+
+def paired_errors(ours: Mapping[Any, Sequence[float]], other: Mapping[Any, Sequence[float]]
+                  ) -> dict[Any, dict[str, Any]]:
+    """Per key of ``ours`` (e.g. N): errors of two methods on the *same* draws (draw i of ``ours``
+    paired with draw i of ``other``, e.g. the same labelled set): both means, the mean paired
+    difference ``ours - other`` (negative: ours is better) and on how many draws ours is lower.
+    With three draws the count, not a p-value, is what can be said: ``wins == draws`` means
+    ours was better on every draw."""
+    rows = {}
+    for key, a in ours.items():
+        b = other[key]
+        if len(a) != len(b) or not a:
+            raise ValueError(f"{key}: need the same non-zero number of draws, got {len(a)} and {len(b)}")
+        diff = [x - y for x, y in zip(a, b)]
+        rows[key] = {"ours": sum(a) / len(a), "other": sum(b) / len(b), "diff": sum(diff) / len(diff),
+                     "wins": sum(d < 0 for d in diff), "draws": len(diff)}
+    return rows
 
 
 def _fmt(v: Any) -> str:

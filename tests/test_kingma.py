@@ -440,6 +440,20 @@ def test_m2_schedule_stacks_equal_settings_and_names_checkpoints(tmp_path):
     both = K.m2_schedule(x, y, x[:50], y[:50], x[:60], y[:60], schedule={10: sched[20], 20: sched[20]},
                          hidden=(8,), seeds=[0], z_dim=2)
     assert both[10]["model"] is both[20]["model"] and both[10]["timing"]["stacked_with"] == [10, 20]
+    # a per-N alpha splits the stack: each group trains with its own alpha
+    split = K.m2_schedule(x, y, x[:50], y[:50], x[:60], y[:60], schedule={10: sched[20], 20: sched[20]},
+                          hidden=(8,), seeds=[0], z_dim=2, alpha={10: 5.0, 20: 2.0}, weighting="mean")
+    assert split[10]["model"] is not split[20]["model"]
+    assert (split[10]["alpha"], split[20]["alpha"]) == (5.0, 2.0)
+
+
+def test_alpha_for_reads_a_number_or_a_per_n_table():
+    assert K.alpha_for(50.0, 3000) == 50.0 and K.alpha_for(None, 100) is None
+    assert K.alpha_for({100: 50, 3000: 10}, 3000) == 10.0
+    with pytest.raises(ValueError, match="no entry for N = 600"):
+        K.alpha_for({100: 50.0}, 600)
+    assert [g[0] for g in K.schedule_groups({1: (1, 2, None, None), 2: (1, 2, None, None)}, (4,),
+                                            {1: 1.0, 2: 1.0})] == [[1, 2]]
 
 
 def test_schedule_cost_times_each_stacked_shape():

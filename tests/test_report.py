@@ -1,4 +1,5 @@
 """The README's generated tables: a compact headline table, then short per-notebook tables."""
+import pytest
 import torch
 
 from common import report, results
@@ -51,3 +52,14 @@ def test_short_quantity():
     assert report.short_quantity("a b", 60) == "a b"
     s = report.short_quantity("word " * 30, 60)
     assert len(s) <= 60 and s.endswith("…")
+
+
+def test_paired_errors_pairs_draws_by_position():
+    rows = report.paired_errors({100: [14.0, 17.0, 12.0], 3000: [4.69, 5.04, 4.90]},
+                                {100: [24.8, 25.7, 27.4], 3000: [4.87, 5.13, 4.81]})
+    assert rows[100]["wins"] == 3 and rows[100]["draws"] == 3
+    assert abs(rows[100]["diff"] - (14 + 17 + 12 - 24.8 - 25.7 - 27.4) / 3) < 1e-9
+    assert rows[3000]["wins"] == 2                       # the third draw loses: 4.90 > 4.81
+    assert abs(rows[3000]["ours"] - 14.63 / 3) < 1e-9 and rows[3000]["diff"] < 0
+    with pytest.raises(ValueError, match="same non-zero number"):
+        report.paired_errors({100: [1.0, 2.0]}, {100: [1.0]})
