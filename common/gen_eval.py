@@ -15,6 +15,7 @@ Every image argument is ``[N, 1, 28, 28]`` (or ``[N, 784]``) with pixels in [0, 
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -104,7 +105,8 @@ def cached_classifier(x: torch.Tensor, y: torch.Tensor, config: Mapping[str, Any
     ``x``'s device) and an info dict (``key``, ``cached``, ``timing``)."""
     cfg = {k: config[k] for k in ("epochs", "batch_size", "lr", "seed")}
     arch = dict(config.get("arch") or {})
-    key = settings_key({**cfg, "arch": arch, "n_train": len(x)}, [Path(__file__)])
+    settings = {**cfg, "arch": arch, "n_train": len(x)}
+    key = settings_key(settings, [Path(__file__)])
     path = Path(cache_dir) / f"classifier-{key}.pt"
     state = load_checkpoint(path, map_location=x.device)
     if state is not None:
@@ -113,7 +115,7 @@ def cached_classifier(x: torch.Tensor, y: torch.Tensor, config: Mapping[str, Any
         model.eval()
         return model, {"key": key, "cached": True, "path": str(path), "timing": state["timing"]}
     model, log = train_classifier(x, y, arch=arch, **cfg)
-    save_checkpoint(path, {"model": model.state_dict(), "timing": log.summary(), "config": blob})
+    save_checkpoint(path, {"model": model.state_dict(), "timing": log.summary(), "config": json.dumps(settings, sort_keys=True)})
     return model, {"key": key, "cached": False, "path": str(path), "timing": log.summary()}
 
 

@@ -108,3 +108,16 @@ def test_sharpness_ink_and_nearest_neighbours():
 def test_as_images_rejects_bad_shape():
     with pytest.raises(ValueError):
         ge.as_images(torch.zeros(3, 100))
+
+
+def test_cached_classifier_trains_saves_then_loads_the_same_model(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 1, 28, 28, generator=g), torch.arange(10).repeat(7)[:64]
+    cfg = {"epochs": 1, "batch_size": 32, "lr": 1e-3, "seed": 0, "arch": {"c1": 2, "c2": 2, "feat": 8}}
+    first, info = ge.cached_classifier(x, y, cfg, tmp_path)
+    assert not info["cached"] and (tmp_path / f"classifier-{info['key']}.pt").is_file()
+    again, info2 = ge.cached_classifier(x, y, cfg, tmp_path)
+    assert info2["cached"] and info2["key"] == info["key"]
+    assert torch.equal(first(x), again(x))
+    _, other = ge.cached_classifier(x, y, {**cfg, "seed": 1}, tmp_path)
+    assert other["key"] != info["key"] and not other["cached"]
