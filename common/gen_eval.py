@@ -115,7 +115,8 @@ def cached_classifier(x: torch.Tensor, y: torch.Tensor, config: Mapping[str, Any
         model.eval()
         return model, {"key": key, "cached": True, "path": str(path), "timing": state["timing"]}
     model, log = train_classifier(x, y, arch=arch, **cfg)
-    save_checkpoint(path, {"model": model.state_dict(), "timing": log.summary(), "config": json.dumps(settings, sort_keys=True)})
+    save_checkpoint(path, {"model": model.state_dict(), "timing": log.summary(),
+                           "config": json.dumps(settings, sort_keys=True)})
     return model, {"key": key, "cached": False, "path": str(path), "timing": log.summary()}
 
 

@@ -21,3 +21,8 @@ def test_probe_loads_m1_trains_and_reports(monkeypatch, capsys, tmp_path):
     assert out["alpha"] == 10.0 and out["schedule"] == [2, 3, 5, 100] and out["hidden"] == [8]
     assert len(out["valid_acc_curve"]) == 2 and 0 <= out["valid_acc"] <= 100
     assert 0 <= out["m1_svc_valid_acc"] <= 100 and out["active_dims"] == 50
+    # without --alpha: the profile's per-N alpha for that N
+    monkeypatch.setitem(profiles.CONFIGS_03["cpu"], "alpha", {20: 7.0})
+    assert m1m2_probe.main(["--m1", str(tmp_path / "m1.pt"), "--n", "20", "--epochs", "1", "--batches", "2",
+                            "--labelled", "5", "--hidden", "8"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["alpha"] == 7.0

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, default=None, help="minibatches per epoch")
     ap.add_argument("--labelled", type=int, default=None, help="labelled points per minibatch")
     ap.add_argument("--labelled-weight", type=float, default=cfg["labelled_weight"])
-    ap.add_argument("--alpha", type=float, default=cfg["alpha"])
+    ap.add_argument("--alpha", type=float, default=None, help="default: the cpu profile's for N")
     ap.add_argument("--lr", type=float, default=cfg["lr"])
     ap.add_argument("--lr-schedule", default=cfg["lr_schedule"])
     ap.add_argument("--hidden", type=int, default=None, help="default: the cpu profile's for N")
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs, n_batches, per_l, per_u = cfg["schedule"].get(a.n) or cfg["schedule"][max(cfg["schedule"])]
     sched = (a.epochs or epochs, a.batches or n_batches, a.labelled or per_l, per_u)
     hidden = (a.hidden,) if a.hidden else (cfg["hidden_n100"] if a.n == 100 else cfg["hidden"])
+    alpha = a.alpha if a.alpha is not None else kingma.alpha_for(cfg["alpha"], a.n)
 
     x, y = data.load_mnist("train")
     xv, yv = data.load_mnist("valid")
@@ -51,18 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     (mu, lv), (mu_v, _) = kingma.m1_posterior(m1, x), kingma.m1_posterior(m1, xv)
     active = kingma.select_active_dims(mu[0], cfg["active_std"])
     f, lv, fv = mu[0][:, active].contiguous(), lv[0][:, active].contiguous(), mu_v[0][:, active].contiguous()
-    lab = kingma.labelled_subsets(y, a.n, [a.seed])
-    svc = kingma.feature_classifier_errors(f, y, lab, fv, yv)[0]
+    svc = profiles.svc_errors(f, y, fv, yv, [a.n], [a.seed])[0][a.n][0]
 
     t0 = time.perf_counter()
     r = kingma.m2_schedule(f, y, fv, yv, fv, yv, schedule={a.n: sched}, hidden=hidden,
                            seeds=[a.seed], z_dim=cfg["z"], lr=a.lr, alpha_factor=cfg["alpha_factor"],
-                           alpha=a.alpha, weighting=cfg["weighting"], labelled_weight=a.labelled_weight,
+                           alpha=alpha, weighting=cfg["weighting"], labelled_weight=a.labelled_weight,
                            lr_schedule=a.lr_schedule, eval_every=1, likelihood="gaussian",
                            x_logvar=lv, desc="probe")[a.n]
     acc = [round(100 * v, 2) for v in r["valid_acc"][0]]
     print(json.dumps({"n": a.n, "seed": a.seed, "schedule": sched, "hidden": hidden,
-                      "labelled_weight": a.labelled_weight, "alpha": a.alpha, "lr": a.lr,
+                      "labelled_weight": a.labelled_weight, "alpha": alpha, "lr": a.lr,
                       "active_dims": len(active), "seconds": round(time.perf_counter() - t0, 1),
                       "valid_acc_curve": acc, "valid_acc": acc[-1],
                       "m1_svc_valid_acc": round(100 - svc, 2)}))
