@@ -36,8 +36,8 @@ from .results import atomic_write_bytes, write_generated_table
 H100_BF16_DENSE = 989e12
 UTILISATION = 0.30
 COST_MD = runtime.REPO_ROOT / "docs" / "COST.md"
-COST_JSON = runtime.REPO_ROOT / "docs" / "cost.json"
-README_COST = ("<!-- cost:start -->", "<!-- cost:end -->")   # the README's generated cost table
+COST_JSON = runtime.COST_JSON
+README_COST = runtime.README_COST   # the README's generated cost table (git_state ignores it)
 
 
 @dataclass

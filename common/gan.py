@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kingma import bernoulli_log_likelihood, gaussian_kl, reparameterise
-from .runtime import dryrun_of, settings_key
+from .runtime import code_files, dryrun_of, settings_key
 from .training import (EpochLog, SegmentUnfinished, check_finite, load_checkpoint, save_checkpoint,
                        segment_over)
 
@@ -397,9 +397,11 @@ def history_from_state(state: dict[str, Any], device: torch.device | str | None 
 
 
 def run_key(**settings: Any) -> str:
-    """Digest of a run's settings and of this module's source: a kept run is reused only by the
-    same code with the same settings."""
-    return settings_key(settings, [Path(__file__)])
+    """Digest of a run's settings and of all the source behind it: this module and what it
+    imports, and ``gen_eval`` (a kept history holds FID curves that notebook 07 computes with
+    it) (:func:`common.runtime.code_files`): a kept run is reused only by the same code with the
+    same settings."""
+    return settings_key(settings, code_files("gan", "gen_eval"))
 
 
 def kept_run(path: Path | None, model: nn.Module, train: Callable[[], History]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DeviceBatches
-from .runtime import checkpoint_root, settings_key
+from .runtime import checkpoint_root, code_files, settings_key
 from .training import EpochLog, check_finite, load_checkpoint, save_checkpoint
 
 
@@ -101,12 +101,13 @@ def cached_classifier(x: torch.Tensor, y: torch.Tensor, config: Mapping[str, Any
                       ) -> tuple[MnistClassifier, dict[str, Any]]:
     """The classifier for ``config`` (``epochs``, ``batch_size``, ``lr``, ``seed``, ``arch``),
     trained once and then loaded from ``cache_dir/classifier-<key>.pt``; ``key`` hashes the
-    config, the training-set size and this file's source. Returns the model (eval mode, on
+    config, the training-set size and the source of this module and of what it imports
+    (:func:`common.runtime.code_files`). Returns the model (eval mode, on
     ``x``'s device) and an info dict (``key``, ``cached``, ``timing``)."""
     cfg = {k: config[k] for k in ("epochs", "batch_size", "lr", "seed")}
     arch = dict(config.get("arch") or {})
     settings = {**cfg, "arch": arch, "n_train": len(x)}
-    key = settings_key(settings, [Path(__file__)])
+    key = settings_key(settings, code_files("gen_eval"))
     path = Path(cache_dir) / f"classifier-{key}.pt"
     state = load_checkpoint(path, map_location=x.device)
     if state is not None:

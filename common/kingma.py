@@ -44,7 +44,7 @@ from torch import nn
 
 from .training import (EpochLog, NonFiniteError, SegmentUnfinished, load_checkpoint, progress,
                        save_checkpoint, segment_over, check_lr_schedule, lr_factor)
-from .runtime import Stopwatch, file_digest, seconds_per_call
+from .runtime import Stopwatch, at_least_float32, code_files, file_digest, seconds_per_call, show_path
 
 LOG_2PI = math.log(2 * math.pi)
 Likelihood = Literal["bernoulli", "gaussian"]
@@ -53,30 +53,31 @@ Likelihood = Literal["bernoulli", "gaussian"]
 # --------------------------------------------------------------------------- densities
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over the last axis (appendix B of
-    Kingma & Welling 2014): ``0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)``. Summed in float32
-    also under bfloat16 autocast (as are the log-likelihoods and the entropy below)."""
-    mu, logvar = mu.float(), logvar.float()
+    Kingma & Welling 2014): ``0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)``. Summed in at least
+    float32 also under bfloat16 autocast (as are the log-likelihoods and the entropy below;
+    :func:`common.runtime.at_least_float32`: float64 stays float64)."""
+    mu, logvar = at_least_float32(mu), at_least_float32(logvar)
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
 def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``log N(x; mu, exp(logvar))`` summed over the last axis."""
-    mu, logvar = mu.float(), logvar.float()
+    mu, logvar = at_least_float32(mu), at_least_float32(logvar)
     return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar)).sum(-1)
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``log Bernoulli(x; sigmoid(logits))`` summed over the last axis (``x`` may broadcast)."""
-    logits = logits.float()
+    logits = at_least_float32(logits)
     x = x.expand_as(logits)
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 
 def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
                    eps: torch.Tensor | None = None) -> torch.Tensor:
-    """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` unless given (float32: the same
-    draws with and without bfloat16 autocast)."""
-    mu, logvar = mu.float(), logvar.float()
+    """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` unless given (at least float32: the
+    same draws with and without bfloat16 autocast)."""
+    mu, logvar = at_least_float32(mu), at_least_float32(logvar)
     if eps is None:
         eps = torch.randn_like(mu)
     return mu + torch.exp(0.5 * logvar) * eps
@@ -84,7 +85,7 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the categorical ``softmax(logits)`` over the last axis."""
-    logp = F.log_softmax(logits.float(), -1)
+    logp = F.log_softmax(at_least_float32(logits), -1)
     return -(logp.exp() * logp).sum(-1)
 
 
@@ -483,13 +484,17 @@ def _set_rng_state(s: dict[str, Any], device: torch.device) -> None:
 
 
 def code_hash() -> str:
-    """Digest of this module's source: a checkpoint written by other code is never resumed."""
-    return file_digest([Path(__file__)])
+    """Digest of the source of this module and of what it imports
+    (:func:`common.runtime.code_files`): a checkpoint written by other code is never resumed."""
+    return file_digest(code_files("kingma"))
 
 
 class Trainer:
     """Epoch loop shared by M1 and M2: Adam, per-epoch NaN guard, checkpoint/resume, timing,
-    an ``evaluate(epoch)`` callback every ``eval_every`` epochs."""
+    an ``evaluate(epoch)`` callback every ``eval_every`` epochs.
+
+    A checkpoint resumes only the run it belongs to (:meth:`_try_resume`): the same settings and
+    code (``tag``) and no more epochs than :meth:`run` is asked for."""
 
     def __init__(self, model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  checkpoint: str | Path | None = None, checkpoint_every: int = 50,
@@ -507,13 +512,24 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.tag = {**dict(tag or {}), "code": code_hash()}
         self.resumed_from = None
-        self._try_resume()
 
-    def _try_resume(self) -> None:
+    def _try_resume(self, epochs: int) -> None:
+        """Load the checkpoint if it belongs to this run: the same ``tag`` (settings and code)
+        and at most ``epochs`` epochs trained (fewer: an earlier segment of this run, resumed).
+        Any other (other settings or code, or trained longer than asked, e.g. ``epochs=3``
+        then ``epochs=1``) is not used: training starts from scratch, says so, and overwrites
+        it at its first save; a shorter run never reports a longer-trained model."""
         if self.checkpoint is None:
             return
         state = load_checkpoint(self.checkpoint)
-        if state is None or state.get("tag") != self.tag:
+        if state is None:
+            return
+        why = ("a run of other settings or code" if state.get("tag") != self.tag else
+               f"{state['epoch']} trained epochs, more than the {epochs} asked"
+               if state["epoch"] > epochs else None)
+        if why:
+            print(f"checkpoint {show_path(self.checkpoint)} holds {why}: not used; training from "
+                  f"scratch (this run overwrites it when it saves)")
             return
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
@@ -540,6 +556,8 @@ class Trainer:
         (:func:`common.training.start_segment`) is over before an epoch, saves the checkpoint
         and raises :class:`common.training.SegmentUnfinished`: run again to resume."""
         dev = next(self.model.parameters()).device
+        if self.epoch == 0:
+            self._try_resume(epochs)
         first = self.epoch + 1
         for epoch in progress(range(first, epochs + 1), desc, total=epochs - self.epoch):
             if segment_over() and epoch > first:   # at least one epoch per segment: progress

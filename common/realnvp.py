@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from .runtime import dryrun_of, memory_format, settings_key
+from .runtime import code_files, dryrun_of, memory_format, settings_key
 from .training import check_finite, check_lr_schedule, load_checkpoint, lr_factor, save_checkpoint
 
 LOG2 = math.log(2.0)
@@ -667,10 +667,11 @@ class TrainConfig:
 
     def key(self, model_cfg: dict[str, Any]) -> str:
         """Short hash of everything that determines the run (the time budget only when the
-        learning-rate schedule depends on it), including this module's source (a checkpoint
-        written by other model code is never resumed)."""
+        learning-rate schedule depends on it), including the source of this module and of what
+        it imports (:func:`common.runtime.code_files`; a checkpoint written by other code is
+        never resumed)."""
         d = {k: v for k, v in asdict(self).items() if k not in self.budget_free()}
-        return settings_key({"train": d, "model": model_cfg}, [Path(__file__)], length=10)
+        return settings_key({"train": d, "model": model_cfg}, code_files("realnvp"), length=10)
 
     def lr_at(self, step: int, train_seconds: float) -> float:
         """Learning rate of optimiser step ``step`` (0-based) after ``train_seconds``."""

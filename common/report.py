@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .results import RESULTS_DIR, load_all_metrics, write_generated_table
-from .runtime import README_TABLE, REPO_ROOT
+from .runtime import README_TABLE, REPO_ROOT, source_hash_at
 
 START, END = README_TABLE
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced")
+# The last two: a reduced run that tests a claim's effect, not the paper's numbers (06's cpu
+# profile: is the paired gain's 95 % interval above 0?).
+VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "effect shown (reduced)",
+            "not shown (reduced)")
 MAX_QUANTITY = 60
 
 
@@ -97,10 +100,31 @@ def _verdict_of(rec: Mapping[str, Any]) -> str | None:
 
 def _prov(rec: Mapping[str, Any]) -> dict[str, str]:
     prov = rec["provenance"]
+    mark, why = tree_mark(prov)
     return {"profile": prov["profile"] + (" (reduced)" if prov.get("reduced") else ""),
             "device": str(prov.get("device", "—")),
             "wall": f"{prov['wall_time_s'] / 60:.1f} min" if prov.get("wall_time_s") else "—",
-            "commit": str(prov.get("commit") or "—")[:8] + ("+dirty" if prov.get("dirty") else "")}
+            "commit": str(prov.get("commit") or "—")[:8] + mark, "tree": why}
+
+
+def tree_mark(prov: Mapping[str, Any]) -> tuple[str, str]:
+    """What follows the commit, and a sentence for the details: nothing for a tree known to be
+    clean (``dirty`` false), nor for one whose recorded ``source_hash`` equals that of the
+    commit's own files (:func:`runtime.source_hash_at`: the numbers come from the commit's code,
+    whatever else the tree held, e.g. an untracked link to the environment); else ``+dirty`` for
+    a tree with edits and ``+unverified`` where it is unknown (``"unknown"``, ``None``: no git,
+    or ``$REPRO_COMMIT`` naming a commit absent from ``.git``)."""
+    dirty = prov.get("dirty")
+    if dirty is False:
+        return "", ""
+    commit, recorded = prov.get("commit"), prov.get("source_hash")
+    if commit and recorded and source_hash_at(str(commit)) == recorded:
+        paths = prov.get("dirty_paths")
+        held = f" ({', '.join(paths)})" if paths else ""
+        return "", (f"The tree was recorded as {'not checked' if dirty is not True else 'holding other files'}"
+                    f"{held}, but its code (`common/`, `notebooks/`, source hash {recorded}) is "
+                    f"exactly commit {str(commit)[:8]}'s.")
+    return ("+dirty" if dirty is True else "+unverified"), ""
 
 
 def _link(nb: str) -> str:
@@ -126,7 +150,7 @@ def detail_tables(records: list[dict[str, Any]]) -> str:
     for rec in records:
         p = _prov(rec)
         lines = [f"**{rec['notebook']}** · {p['profile']} · {p['device']} · {p['wall']} · "
-                 f"commit {p['commit']}", "",
+                 f"commit {p['commit']}", *(["", p["tree"]] if p["tree"] else []), "",
                  "| quantity | ours | published | unit | note |", "|---|---|---|---|---|"]
         for row in rec.get("summary") or []:
             lines.append("| " + " | ".join(_cell(c) for c in [

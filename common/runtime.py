@@ -20,6 +20,8 @@ else ``cpu``).
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +29,7 @@ import platform
 import random
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -62,8 +65,85 @@ def _check_profile(name: str, source: str) -> str:
     return name
 
 
+def requested_profile(spellings: Mapping[str, object]) -> str | None:
+    """The one profile that the non-empty ``spellings`` name, each checked; ``None`` when none
+    does. ``spellings`` maps where a profile was given to its value, e.g. ``{"--profile": ...,
+    "--param PROFILE": ..., "$REPRO_PROFILE": ...}``: ``make reproduce`` decides its profile here,
+    before any kernel starts (``runtime.resolve_profile(requested_profile(...))``), so every
+    spelling passes the same check, and two that name different profiles are a
+    :class:`ProfileError` naming both, never a silent override."""
+    given = {source: _check_profile(str(value).strip(), source) for source, value in spellings.items()
+             if value is not None and str(value).strip()}
+    if len(set(given.values())) > 1:
+        named = " and ".join(f"{source}={value}" for source, value in given.items())
+        raise ProfileError(f"conflicting profiles: {named}; give the profile once (or the same "
+                           f"one everywhere)")
+    return next(iter(given.values()), None)
+
+
+ALLOW_LONG_ENV = "REPRO_ALLOW_LONG"
+COST_JSON = REPO_ROOT / "docs" / "cost.json"   # written by common.cost (make cost)
+
+
+def cpu_estimate(notebook: str | None = None, path: Path | None = None) -> str:
+    """What the full profile of ``notebook`` ("02"; every notebook when ``None`` or unrecorded)
+    would take at the CPU FLOP rate that ``make cost`` measured (``docs/cost.json``), one line
+    each. Read here, not through :mod:`common.cost`, which imports every model module (and would
+    so enter every cache key, :func:`code_files`)."""
+    try:
+        rec = json.loads(Path(path or COST_JSON).read_text(encoding="utf-8"))
+    except OSError as e:
+        return f"no estimate ({e}; `make cost` writes it)"
+    nbs = rec["notebooks"]
+    lines = [f"estimates from docs/cost.json (CPU rate measured on {rec.get('cpu') or 'no CPU'}, "
+             f"{rec['cpu_threads']} thread):"]
+    for nb in [notebook] if notebook in nbs else sorted(nbs):
+        hours = nbs[nb]["cpu_hours"]
+        lines.append(f"  {nb}: " + ("not measured" if hours is None else f"about {hours:.3g} hours")
+                     + (" per epoch" if nbs[nb]["per_epoch_only"] else ""))
+    return "\n".join(lines)
+
+
+class LongRunRefused(ProfileError):
+    """The ``full`` profile asked for on a device without CUDA, without ``$REPRO_ALLOW_LONG=1``."""
+
+
+def check_long_run(profile: str, device: torch.device | None = None, notebook: str | None = None) -> None:
+    """Refuse the ``full`` profile on a device without CUDA unless ``$REPRO_ALLOW_LONG=1``: the
+    papers' schedules take hours to weeks on a CPU (02: hundreds of hours), so they never start
+    silently. The refusal (or, when allowed, a printed warning) gives the estimates of
+    ``docs/cost.json`` (:func:`cpu_estimate`, ``notebook``'s or every notebook's).
+    ``device``: the one the run will use, by default :func:`get_device`'s choice. Other profiles
+    (``dryrun`` included) and ``full`` on CUDA pass silently. :func:`resolve_profile` calls it."""
+    if profile != "full":
+        return
+    device = device or torch.device(os.environ.get(DEVICE_ENV) or
+                                    ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return
+    what = f"the full profile (the papers' schedules) on {device.type}"
+    if os.environ.get(ALLOW_LONG_ENV, "").strip() != "1":
+        raise LongRunRefused(f"refused: {what} would take hours to weeks; set {ALLOW_LONG_ENV}=1 to "
+                             f"run it anyway, or use the cpu profile (reduced) or `make dryrun` "
+                             f"(the full code path in minutes).\n{cpu_estimate(notebook)}")
+    print(f"{ALLOW_LONG_ENV}=1: running {what}.\n{cpu_estimate(notebook)}", flush=True)
+
+
+def _refuses_long_runs(resolve: Callable[..., str]) -> Callable[..., str]:
+    """``resolve``, then :func:`check_long_run` of the profile it returns."""
+    @functools.wraps(resolve)
+    def resolved(*args: Any, **kwargs: Any) -> str:
+        profile = resolve(*args, **kwargs)
+        check_long_run(profile)
+        return profile
+    return resolved
+
+
+@_refuses_long_runs   # the full profile on a device without CUDA: refused (check_long_run)
 def resolve_profile(requested: str | None = None) -> str:
-    """Return the active profile name (env var > ``requested`` > hardware)."""
+    """Return the active profile name (env var > ``requested`` > hardware). Inside a kernel the
+    environment wins (nbval's ``REPRO_PROFILE=smoke``); ``make reproduce`` has refused a conflict
+    before (:func:`requested_profile`)."""
     env = os.environ.get(PROFILE_ENV, "").strip()
     if env:
         return _check_profile(env, f"${PROFILE_ENV}")
@@ -150,17 +230,29 @@ def resolve_amp(setting: bool | str, device: torch.device) -> bool:
 
 
 def memory_format(channels_last: bool, device: torch.device) -> torch.memory_format:
-    """The memory format for a conv model *and* its inputs: ``channels_last`` only on CUDA.
+    """The memory format for a conv model *and* its inputs, when a profile asks for
+    ``channels_last``: on CUDA always; on CPU only where oneDNN runs its AVX-512 / AMX kernels,
+    i.e. the CPU reports ``avx512f`` (:func:`cpu_info`) and ``$ONEDNN_MAX_CPU_ISA`` is unset or
+    not capped at AVX2 or below. Everywhere else plain contiguous NCHW.
 
-    On CPU every conv model and input is plain contiguous NCHW. oneDNN's CPU convolutions
-    corrupt memory on AVX2-only processors for small channel counts when fed channels-last
-    tensors (``double free or corruption``; reproducible here with ``ONEDNN_MAX_CPU_ISA=AVX2``),
-    and a mismatch between model and input formats makes oneDNN reorder at every layer anyway.
-    cuDNN's fast kernels want channels_last, so CUDA keeps it when asked for.
+    oneDNN's AVX2 convolutions corrupt memory for small channel counts when fed channels-last
+    tensors (``double free or corruption`` on AVX2-only AMD EPYCs; reproducible on any x86 CPU
+    with ``ONEDNN_MAX_CPU_ISA=AVX2``, ``tests/test_native_safety.py``); its AVX-512 / AMX
+    kernels take channels-last natively and, with bf16 autocast, are the fast path on the CPUs
+    that have them (notebook 06's network: about 3x the float32 NCHW throughput, measured on a
+    2-core Xeon with AMX). Model and inputs must share the format, else oneDNN reorders at
+    every layer.
     """
-    if channels_last and device.type == "cuda":
+    if not channels_last:
+        return torch.contiguous_format
+    if device.type == "cuda":
         return torch.channels_last
-    return torch.contiguous_format
+    if device.type != "cpu" or "avx512f" not in cpu_info()["isa"]:
+        return torch.contiguous_format
+    # caps at AVX2 or below: SSE41, AVX, AVX2, AVX2_VNNI, AVX2_VNNI_2 (not AVX512_*, AVX10_*, ALL)
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    avx2_or_lower = cap == "AVX" or cap.startswith(("SSE", "AVX2"))
+    return torch.contiguous_format if avx2_or_lower else torch.channels_last
 
 
 def cpu_info() -> dict[str, Any]:
@@ -269,17 +361,23 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     return g
 
 
-def _git(*args: str, root: Path | None = None) -> str | None:
+def _git(*args: str, root: Path | None = None, stdin: str | None = None) -> str | None:
     try:
         out = subprocess.run(
             ["git", *args], cwd=root or REPO_ROOT, capture_output=True, text=True, timeout=10,
-            check=True)
+            check=True, input=stdin)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 README_TABLE = ("<!-- results:start -->", "<!-- results:end -->")   # generated by common.report
+README_COST = ("<!-- cost:start -->", "<!-- cost:end -->")        # generated by common.cost
+# What the repository generates itself, never an edit of the code behind a result (git_state):
+# results/ (make reproduce), make cost's docs/COST.md and docs/cost.json, the README's tables.
+GENERATED_PATHS: tuple[str, ...] = ("results/", "docs/COST.md", "docs/cost.json")
+GENERATED_TABLES: dict[str, tuple[tuple[str, str], ...]] = {"README.md": (README_TABLE, README_COST)}
+DIRTY_PATHS_SHOWN = 20   # git_state lists at most this many changed paths
 
 
 def replace_generated_table(text: str, body: str,
@@ -287,7 +385,7 @@ def replace_generated_table(text: str, body: str,
     """``text`` with what stands between the ``markers`` (default :data:`README_TABLE`) replaced
     by ``body`` (markers kept), or ``None`` when ``text`` lacks them. The one place that knows the
     layout: :func:`common.results.write_generated_table` writes the README tables with it,
-    :func:`git_state` ignores the results one."""
+    :func:`git_state` ignores them (:data:`GENERATED_TABLES`)."""
     start, end = markers
     if start not in text or end not in text:
         return None
@@ -314,6 +412,69 @@ def settings_key(settings: Mapping[str, Any], files: Sequence[Path], length: int
     return hashlib.sha256((blob + file_digest(files)).encode()).hexdigest()[:length]
 
 
+def code_files(*modules: str) -> list[Path]:
+    """The sources of the ``common`` modules ``modules`` (``"gan"`` or ``"common.gan"``) and of
+    every ``common`` module they import, directly or through another (an AST walk over their
+    ``import`` statements, those inside functions included), sorted: the file list of every
+    cache key (:func:`settings_key`), so a cached model is reused only by the code that made it.
+
+    The import closure, not all of ``common``: editing reporting code (``report``, ``cost``,
+    ``dryrun``, ``reproduce``, ``plots``) or a settings table (``profiles``) cannot change a
+    trained model and retrains nothing, while every module whose code a training can run is
+    covered. A dependency that no import shows (07's kept runs hold FID curves computed by
+    ``gen_eval`` through the notebook) is named by the caller."""
+    pkg = REPO_ROOT / "common"
+    todo, seen = [m.removeprefix("common.") for m in modules], set()
+    for name in todo:
+        if not (pkg / f"{name}.py").is_file():
+            raise ValueError(f"no module common.{name} in {pkg}")
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((pkg / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                dotted = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):   # from .x import y / from . import x / from common.x
+                base = ".".join(filter(None, ["common" if node.level == 1 else "", node.module or ""]))
+                dotted = [base, *(f"{base}.{a.name}" for a in node.names)]
+            else:
+                continue
+            todo += [d.removeprefix("common.") for d in dotted if d.startswith("common.")
+                     and (pkg / f"{d.removeprefix('common.')}.py").is_file()]
+    return sorted(pkg / f"{name}.py" for name in seen)
+
+
+def _source_names(names: Sequence[str]) -> list[str]:
+    """Of the repository-relative ``names``, those :func:`source_hash` covers, in its order."""
+    kept = [n for n in names if (n.startswith("common/") and n.endswith(".py"))
+            or (n.startswith("notebooks/") and n.count("/") == 1 and n.endswith(".ipynb"))]
+    return sorted(kept, key=lambda n: n.split("/"))
+
+
+def source_hash_at(commit: str, root: Path | None = None) -> str | None:
+    """:func:`source_hash` of ``commit``'s files, read from git (``None`` where git or the commit
+    is not available). A result recorded with edits in its tree (``dirty``) or from a copy whose
+    ``.git`` lacks its commit still provably comes from ``commit``'s code when its recorded
+    ``source_hash`` equals this (:func:`common.report.tree_mark`)."""
+    root = root or REPO_ROOT
+    listing = _git("ls-tree", "-r", "-z", "--name-only", commit, "--", "common", "notebooks",
+                   root=root)
+    if not listing:
+        return None
+    h = hashlib.sha256()
+    for name in _source_names([n for n in listing.split("\0") if n]):
+        try:
+            blob = subprocess.run(["git", "cat-file", "blob", f"{commit}:{name}"], cwd=root,
+                                  capture_output=True, timeout=10, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        h.update(name.encode() + b"\0")
+        h.update(blob + b"\0")
+    return h.hexdigest()[:16]
+
+
 def source_hash() -> str:
     """Digest of the code that produces numbers: ``common/**/*.py`` and ``notebooks/*.ipynb``.
 
@@ -323,40 +484,81 @@ def source_hash() -> str:
     return file_digest(sorted([*REPO_ROOT.glob("common/**/*.py"), *REPO_ROOT.glob("notebooks/*.ipynb")]))
 
 
-def git_state(root: Path | None = None) -> dict[str, Any]:
-    """Commit hash, whether the tree differs from it, and :func:`source_hash`.
+def _environment_paths(root: Path) -> list[str]:
+    """Paths (relative to ``root``) of the project's own Python environment, however it is
+    linked: ``.venv`` (a folder or a link), and ``$VIRTUAL_ENV`` and the running interpreter's
+    ``sys.prefix`` where they lie inside ``root`` (``make VENV=...``)."""
+    roots = {Path(os.path.abspath(root)), Path(root).resolve()}
+    envs = {Path(os.path.abspath(e)) for e in (os.environ.get("VIRTUAL_ENV", ""), sys.prefix) if e.strip()}
+    envs |= {e.resolve() for e in envs}
+    return sorted({".venv"} | {e.relative_to(r).as_posix() for e in envs for r in roots
+                               if e != r and e.is_relative_to(r)})
 
-    ``dirty`` counts modified or untracked non-ignored files, except the repository's own
-    generated outputs: everything under ``results/`` and the README's results table (a README
-    whose only change is that table, as ``make reproduce`` leaves it, is not an edit).
+
+def _under(path: str, prefixes: Sequence[str]) -> bool:
+    path = path.rstrip("/")
+    return any(path == q or path.startswith(q + "/") for q in (p.rstrip("/") for p in prefixes))
+
+
+def _without_tables(text: str, markers: Sequence[tuple[str, str]]) -> str:
+    for pair in markers:
+        text = replace_generated_table(text, "", pair) or text
+    return text.strip()
+
+
+def changed_paths(root: Path, commit: str) -> list[str] | None:
+    """Paths whose content in the working tree at ``root`` differs from ``commit``'s: modified,
+    deleted, and added (files git does not ignore; an untracked folder as ``name/``), compared
+    by blob id, so a stale index (a copied ``.git``) does not matter. Left out: what the
+    repository generates (:data:`GENERATED_PATHS`; a file whose only changes are its
+    :data:`GENERATED_TABLES`) and its own Python environment (:func:`_environment_paths`).
+    ``None`` when git or ``commit`` is not available."""
+    skip = [*GENERATED_PATHS, *_environment_paths(root)]
+    tree = _git("ls-tree", "-r", "-z", commit, root=root)
+    listed = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard", "--directory",
+                  "--no-empty-directory", "--", ".", *(f":(exclude){p}" for p in skip), root=root)
+    if tree is None or listed is None:
+        return None
+    committed = {e.split("\t", 1)[1]: e.split(None, 3)[2] for e in tree.split("\0") if e}
+    paths = sorted(p for p in set(committed) | set(filter(None, listed.split("\0"))) if not _under(p, skip))
+    files = [p for p in paths if not p.endswith("/") and (root / p).is_file()]
+    hashed = _git("hash-object", "--stdin-paths", root=root, stdin="\n".join(files)) if files else ""
+    if hashed is None:
+        return None
+    now = dict(zip(files, hashed.split()))
+    changed = [p for p in paths if p not in now or now[p] != committed.get(p)]
+    for name, markers in GENERATED_TABLES.items():
+        if name in changed and name in committed and name in now:
+            before = _git("cat-file", "blob", committed[name], root=root)
+            current = (root / name).read_text(encoding="utf-8")
+            if before is not None and _without_tables(before, markers) == _without_tables(current, markers):
+                changed.remove(name)
+    return changed
+
+
+def git_state(root: Path | None = None) -> dict[str, Any]:
+    """Commit, whether the files differ from it, which ones, and :func:`source_hash`.
+
+    The commit is ``$REPRO_COMMIT`` when set (a lent GPU machine's ``.git`` can be the session's
+    first one, not the files it runs), else ``HEAD``. ``dirty`` compares the working tree with
+    that commit (:func:`changed_paths`; generated outputs and the project's environment are not
+    edits) and ``dirty_paths`` names up to :data:`DIRTY_PATHS_SHOWN` of the changed paths. Where
+    the commit is not in ``.git`` (or there is no git), ``dirty`` is ``"unknown"`` and
+    ``dirty_paths`` ``None``: never clean, and ``source_hash`` lets anyone check the claim
+    against that commit's files.
     """
     root = root or REPO_ROOT
-    commit = _git("rev-parse", "HEAD", root=root)
-    status = _git("status", "--porcelain", "--untracked-files=normal", "--", ".",
-                  ":(exclude)results", root=root)
-    if status is None:
-        dirty = None
-    else:
-        changed = [line.split(None, 1)[1] for line in status.splitlines() if line.strip()]
-        if "README.md" in changed:
-            committed = _git("show", "HEAD:README.md", root=root)
-            try:
-                current = (root / "README.md").read_text(encoding="utf-8")
-            except OSError:
-                current = None
-            if (committed is not None and current is not None and
-                    (replace_generated_table(committed, "") or committed).strip()
-                    == (replace_generated_table(current, "") or current).strip()):
-                changed.remove("README.md")
-        dirty = bool(changed)
-    state = {"commit": commit or "unknown", "dirty": dirty,
-             "source_hash": source_hash() if root == REPO_ROOT else None}
+    head = _git("rev-parse", "HEAD", root=root)
     stated = os.environ.get("REPRO_COMMIT", "").strip()
-    if stated and stated != commit:
-        # a copy whose .git is missing or stale (a lent GPU machine gets the session's first
-        # .git with the current files): the commit the caller says the files are from; whether
-        # they differ from it is then unknown, and source_hash lets anyone check the claim
-        state.update(commit=stated, commit_from="REPRO_COMMIT", git_head=commit, dirty=None)
+    commit = _git("rev-parse", "--verify", "--quiet", f"{stated}^{{commit}}", root=root) if stated else head
+    changed = changed_paths(root, commit) if commit else None
+    shown = None if changed is None else changed[:DIRTY_PATHS_SHOWN] + (
+        [f"... and {len(changed) - DIRTY_PATHS_SHOWN} more"] if len(changed) > DIRTY_PATHS_SHOWN else [])
+    state = {"commit": commit or stated or "unknown",
+             "dirty": "unknown" if changed is None else bool(changed), "dirty_paths": shown,
+             "source_hash": source_hash() if root == REPO_ROOT else None}
+    if stated and (commit is None or commit != head):   # not HEAD, or not checkable here
+        state.update(commit_from="REPRO_COMMIT", git_head=head)
     return state
 
 
@@ -373,6 +575,13 @@ def precision_state() -> dict[str, Any]:
     return {"float32_matmul_precision": torch.get_float32_matmul_precision(),
             "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is a lower-precision float (bfloat16 / float16 under autocast),
+    else unchanged: sums and densities are never computed below float32, and float64 stays
+    float64 (gradient checks, double-precision runs)."""
+    return t.float() if t.is_floating_point() and t.dtype.itemsize < 4 else t
 
 
 def provenance(

@@ -109,21 +109,29 @@ def test_corrupt_cifar_archive(isolated_env, monkeypatch):
     src.mkdir(parents=True)
     (src / data.CIFAR_ARCHIVE).write_bytes(b"\x1f\x8b" + b"garbage" * 100)
     monkeypatch.setenv(data.MIRROR_ENV, str(src.parent))
+    with pytest.raises(data.DataError, match="refused the CIFAR-10 archive .* md5"):
+        data.prepare_cifar10()   # not an accepted archive: never opened
+    monkeypatch.setattr(data, "CIFAR_ACCEPTED_MD5", {data.md5sum(src / data.CIFAR_ARCHIVE): "test"})
     with pytest.raises(data.DataError, match="corrupt CIFAR-10 archive"):
-        data.prepare_cifar10()
+        data.prepare_cifar10()   # accepted md5, but not a tar.gz
     assert not (isolated_env / "data" / data.CIFAR_DIR).exists()
 
 
 def test_cifar_archive_without_batches_is_rejected(isolated_env, monkeypatch):
     src = isolated_env / "mirror" / "cifar10"
     src.mkdir(parents=True)
-    with tarfile.open(src / data.CIFAR_ARCHIVE, "w:gz") as tar:
-        info = tarfile.TarInfo("readme.txt")
-        info.size = 2
-        tar.addfile(info, io.BytesIO(b"hi"))
     monkeypatch.setenv(data.MIRROR_ENV, str(src.parent))
-    with pytest.raises(data.DataError, match="no cifar-10-batches-py"):
-        data.prepare_cifar10()
+    for members, error in (((), "no cifar-10-batches-py"),
+                           ((f"{data.CIFAR_DIR}/readme.html",), "lacks .*data_batch_1")):
+        with tarfile.open(src / data.CIFAR_ARCHIVE, "w:gz") as tar:
+            for name in members:
+                info = tarfile.TarInfo(name)
+                info.size = 2
+                tar.addfile(info, io.BytesIO(b"hi"))
+        monkeypatch.setattr(data, "CIFAR_ACCEPTED_MD5", {data.md5sum(src / data.CIFAR_ARCHIVE): "test"})
+        with pytest.raises(data.DataError, match=error):
+            data.prepare_cifar10()
+        assert not (isolated_env / "data" / data.CIFAR_DIR).exists()
 
 
 # ----------------------------------------------------------------- real data

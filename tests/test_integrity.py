@@ -139,11 +139,13 @@ def test_parameters_of_every_notebook_checked_before_any_result_changes(sandbox,
     assert not list(res.iterdir())                             # nothing run, no empty staging
 
 
-def test_banner_shows_the_profile_that_decides(monkeypatch):
-    monkeypatch.setenv("REPRO_PROFILE", "smoke")
-    assert reproduce.effective_profile("cpu") == "smoke"
-    monkeypatch.delenv("REPRO_PROFILE")
-    assert reproduce.effective_profile("cpu") == "cpu" and reproduce.effective_profile(None) == "auto"
+def test_banner_shows_the_profile_that_decides(sandbox, no_readme, capsys):
+    """Whatever spelling names the profile (here --param PROFILE=), the banner names it, not auto."""
+    books, res = sandbox
+    write_book(books / "90_banner.ipynb", GOOD)
+    assert reproduce.main(["--nb", "90", "--param", "PROFILE=smoke"]) == 0
+    assert "== 90_banner: profile=smoke " in capsys.readouterr().out
+    assert json.loads((res / "90_banner" / "metrics.json").read_text())["profile"] == "smoke"
 
 
 def test_headless_runs_draw_no_progress_bars(monkeypatch):
@@ -166,7 +168,7 @@ def test_commit_of_a_copy_without_git_comes_from_repro_commit(tmp_path, monkeypa
     monkeypatch.setenv("REPRO_COMMIT", "abc123")
     state = runtime.git_state(tmp_path)
     assert state["commit"] == "abc123" and state["commit_from"] == "REPRO_COMMIT"
-    assert state["dirty"] is None and state["git_head"] is None
+    assert state["dirty"] == "unknown" and state["git_head"] is None
     head = runtime.git_state()["git_head"]           # this repository: a real, different HEAD
     assert head is not None and len(head) == 40
     monkeypatch.setenv("REPRO_COMMIT", head)

@@ -582,3 +582,59 @@ def test_fused_adam_of_the_full_profile_agrees_with_the_default_update():
     assert not torch.equal(weights[0], torch.cat([p.detach().flatten() for p in
                                                  K.M2(12, 2, (7,), n_classes=5, seeds=(0,)).parameters()]))
     torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_trained_longer_than_asked_starts_afresh(tmp_path, capsys):
+    """train_m1(epochs=3) then epochs=1 on the same checkpoint used to report resumed_from=3
+    with a 3-epoch model; a checkpoint of more epochs than asked is not used (M1 and M2 share
+    the rule), a shorter one of the same run still resumes (segments)."""
+    x = torch.rand(64, 12, generator=torch.Generator().manual_seed(0))
+    ck = tmp_path / "m1.pt"
+
+    def m1(epochs):
+        return K.train_m1(K.M1(x_dim=12, z_dim=2, hidden=(8,), seeds=(0,)), x, epochs=epochs,
+                          batch_size=16, checkpoint=ck)
+
+    m1(3)
+    short = m1(1)
+    assert short.resumed_from is None and short.epoch == 1 and len(short.history.rows) == 1
+    assert "holds 3 trained epochs, more than the 1 asked: not used" in capsys.readouterr().out
+    longer = m1(2)                                     # the 1-epoch checkpoint is a segment of it
+    assert longer.resumed_from == 1 and longer.epoch == 2
+
+    y = torch.arange(5).repeat(40)
+    xs = torch.rand(200, 12, generator=torch.Generator().manual_seed(1))
+    data = K.M2Data(x=xs, y=y, labelled=K.labelled_subsets(y, 10, seeds=[0], n_classes=5))
+
+    def m2(epochs):
+        return K.train_m2(small_m2(seeds=(0,)), data, epochs=epochs, n_batches=2,
+                          checkpoint=tmp_path / "m2.pt")
+
+    m2(2)
+    short = m2(1)
+    assert short.resumed_from is None and short.epoch == 1
+    assert "holds 2 trained epochs, more than the 1 asked" in capsys.readouterr().out
+    assert m2(2).resumed_from == 1
+
+
+@pytest.mark.parametrize("name", ["gaussian_kl", "gaussian_log_density", "bernoulli",
+                                  "reparameterise", "entropy", "focal"])
+def test_densities_keep_float64_and_pass_gradcheck(name):
+    """They upcast bfloat16/float16 to float32 but never downcast float64 (they called
+    ``.float()``): outputs stay float64 and torch.autograd.gradcheck passes."""
+    from common import losses
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    x = torch.rand(3, 4, generator=g, dtype=torch.float64)
+    eps = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    fn = {"gaussian_kl": lambda m, lv, x, eps: K.gaussian_kl(m, lv),
+          "gaussian_log_density": lambda m, lv, x, eps: K.gaussian_log_density(x, m, lv),
+          "bernoulli": lambda m, lv, x, eps: K.bernoulli_log_likelihood(m, x),
+          "reparameterise": lambda m, lv, x, eps: K.reparameterise(m, lv, eps),
+          "entropy": lambda m, lv, x, eps: K.entropy_from_logits(m),
+          "focal": lambda m, lv, x, eps: losses.focal_loss(m, torch.tensor([0, 3, 1]), gamma=2.0)}[name]
+    assert fn(a, b, x, eps).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda m, lv: fn(m, lv, x, eps), (a, b))
+    low = fn(a.detach().bfloat16(), b.detach().bfloat16(), x.float(), eps.float())
+    assert low.dtype == torch.float32                      # lower precisions still upcast

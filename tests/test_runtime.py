@@ -1,3 +1,4 @@
+import json
 import time
 
 import pytest
@@ -164,3 +165,42 @@ def test_seconds_per_call_warms_up_then_averages():
     assert len(calls) == 5 and 0.01 <= dt < 0.5
     with pytest.raises(ValueError, match="calls"):
         runtime.seconds_per_call(lambda: None, 0)
+
+
+def test_full_profile_without_cuda_is_refused_unless_allowed(monkeypatch, capsys):
+    """PROFILE=full on a CPU-only machine used to start the papers' schedules silently (02:
+    hundreds of hours)."""
+    for var in (runtime.PROFILE_ENV, runtime.DEVICE_ENV, runtime.ALLOW_LONG_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(runtime.LongRunRefused, match=r"REPRO_ALLOW_LONG=1(.|\n)*02: about [\d.]+ hours"):
+        runtime.resolve_profile("full")
+    monkeypatch.setenv(runtime.PROFILE_ENV, "full")
+    with pytest.raises(runtime.LongRunRefused):
+        runtime.resolve_profile("cpu")
+    monkeypatch.delenv(runtime.PROFILE_ENV)
+    assert [runtime.resolve_profile(p) for p in ("smoke", "cpu", "dryrun", None)] == \
+        ["smoke", "cpu", "dryrun", "cpu"]
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv(runtime.ALLOW_LONG_ENV, "1")
+    assert runtime.resolve_profile("full") == "full"
+    assert "REPRO_ALLOW_LONG=1: running the full profile" in capsys.readouterr().out
+    monkeypatch.delenv(runtime.ALLOW_LONG_ENV)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)      # a GPU: unaffected
+    assert runtime.resolve_profile("full") == "full" and capsys.readouterr().out == ""
+    monkeypatch.setenv(runtime.DEVICE_ENV, "cpu")                       # ... unless forced off it
+    with pytest.raises(runtime.LongRunRefused, match="on cpu"):
+        runtime.resolve_profile(None)
+    runtime.check_long_run("full", torch.device("cuda"))                # the caller's device decides
+
+
+def test_cpu_estimate_names_one_notebook_or_all(tmp_path):
+    rec = {"cpu": "Some CPU", "cpu_threads": 1, "notebooks": {
+        "01": {"cpu_hours": 8.87, "per_epoch_only": False},
+        "05": {"cpu_hours": None, "per_epoch_only": True}}}
+    path = tmp_path / "cost.json"
+    path.write_text(json.dumps(rec))
+    assert runtime.cpu_estimate("01", path).splitlines()[1:] == ["  01: about 8.87 hours"]
+    assert runtime.cpu_estimate(None, path).splitlines()[1:] == ["  01: about 8.87 hours",
+                                                                 "  05: not measured per epoch"]
+    assert "make cost" in runtime.cpu_estimate("01", tmp_path / "missing.json")

@@ -68,16 +68,18 @@ def sha256(path: Path) -> str:
 
 def split_file(src: Path, out_root: Path, part_bytes: int, stem: str = "cifar") -> list[Path]:
     """Cut ``src`` into parts of at most ``part_bytes``, one folder ``<stem>-<k>/`` per part
-    (one folder per device call), each with a manifest of the whole set."""
+    (one folder per device call), each with a manifest of the whole set. The parts of an earlier
+    split (of any size) are removed first: :func:`plan` lists every ``<stem>-<k>/``."""
     if part_bytes < 1:
         raise ValueError(f"part_bytes must be positive, got {part_bytes}")
     src, out_root = Path(src), Path(out_root)
+    for stale in _part_folders(out_root, stem):
+        shutil.rmtree(stale)
     folders: list[Path] = []
     parts: list[dict[str, object]] = []
     with open(src, "rb") as f:
         while block := f.read(part_bytes):
             folder = out_root / f"{stem}-{len(folders)}"
-            shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             name = f"{src.name}.part{len(folders):02d}"
             (folder / name).write_bytes(block)
@@ -88,6 +90,32 @@ def split_file(src: Path, out_root: Path, part_bytes: int, stem: str = "cifar") 
     for folder in folders:
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return folders
+
+
+def _part_folders(out_root: Path, stem: str = "cifar") -> list[Path]:
+    """The ``<stem>-<k>/`` folders in ``out_root``, by ``k``."""
+    found = [p for p in Path(out_root).glob(f"{stem}-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def check_payload(out: Path) -> list[Path]:
+    """The CIFAR part folders of a built payload ``out``, after checking that it is complete:
+    ``whl/`` and ``mnist/`` present, and part folders that are one set (the same manifest in
+    each, which lists exactly their parts). Else a ``FileNotFoundError`` / ``ValueError``
+    naming ``build``."""
+    rebuild = "run `python tools/device_payload.py build` first"
+    parts = _part_folders(out)
+    missing = [f"{n}/" for n in ("whl", "mnist") if not (out / n).is_dir()]
+    missing += [] if parts else ["cifar-<k>/"]
+    if missing:
+        raise FileNotFoundError(f"no complete payload in {out} (missing {', '.join(missing)}): {rebuild}")
+    manifests = [json.loads((p / MANIFEST).read_text()) if (p / MANIFEST).is_file() else None
+                 for p in parts]
+    held = [sorted(f.name for f in p.iterdir() if f.name != MANIFEST) for p in parts]
+    first = manifests[0]
+    if first is None or any(m != first for m in manifests) or held != [[x["name"]] for x in first["parts"]]:
+        raise ValueError(f"the CIFAR parts in {out} are not one set (a stale or partial build): {rebuild}")
+    return parts
 
 
 def assemble(parts_dir: Path, out: Path) -> Path:
@@ -169,7 +197,8 @@ def tree_mib() -> float:
 
 
 def plan(out: Path = PAYLOAD, warm_s: int = 30) -> str:
-    """The device calls for the payload in ``out``, in order, with their carried sizes."""
+    """The device calls for the payload in ``out``, in order, with their carried sizes; an error
+    naming ``build`` when there is no complete payload (:func:`check_payload`)."""
     mib = 2 ** 20
     tree = tree_mib()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
@@ -180,7 +209,7 @@ def plan(out: Path = PAYLOAD, warm_s: int = 30) -> str:
 
     install = ("python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "
                "--upgrade --target /tmp/site .payload/whl/*.whl")
-    parts = sorted(out.glob("cifar-*"), key=lambda p: int(p.name.split("-")[1]))
+    parts = check_payload(out)
     cifar = "".join(f"Call {k + 2}  carry [\".payload/{p.name}\"]  (about {tree + size(p):.0f} MiB):\n"
                     f"  cp .payload/{p.name}/* /tmp/parts/\n" for k, p in enumerate(parts))
     text = PLAN.format(tree=f"{tree:.0f}", warm=warm_s, install=install, cifar_calls=cifar,
@@ -214,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "assemble":
         print(f"ok: {assemble(args.parts_dir, args.out)}")
     else:
-        print(plan(args.out))
+        try:
+            print(plan(args.out))
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"plan: {e}") from None
     return 0
 
 
