@@ -6,9 +6,12 @@ minority (the 3 reduced classes), majority (the other 7) and all.
 
 Training (the study's, for the ``full`` profile): CIFAR ResNet-18, 25 epochs, batch 128, SGD
 momentum 0.9, weight decay 5e-4, lr 0.1 / 0.01 / 0.001 from epochs 1 / 16 / 21, standard
-crop+flip augmentation. Everything lives on the device: the training set as uint8, crop/flip
-batched on the device (:mod:`common.augment`), channels_last + bf16 autocast on CUDA, optional
-``torch.compile``.
+crop+flip augmentation. The ``cpu`` profile trains an airbench-style network instead
+(:mod:`common.fastnet`, K. Jordan 2024) with Nesterov SGD and a linearly decaying learning rate
+for a fixed number of epochs. Everything lives on the device: the training set as uint8,
+crop/flip batched on the device (:mod:`common.augment`), bf16 autocast where the device computes
+bfloat16 natively (:func:`common.runtime.resolve_amp`), channels_last where its kernels want it
+(:func:`common.runtime.memory_format`), optional ``torch.compile``.
 
 Sweeps are resumable at two levels:
 
@@ -39,7 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from . import augment, data, losses, resnet, runtime, training
+from . import augment, data, fastnet, losses, resnet, runtime, training
 from .results import atomic_write_json
 
 NOTEBOOK = "06_class_balanced_loss"
@@ -49,9 +52,21 @@ SPLIT_SEED = 0
 
 
 # --------------------------------------------------------------------------- settings
+ARCHS: tuple[str, ...] = ("resnet", "airnet")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Model and optimisation settings of one run (the loss is a :class:`losses.LossSpec`)."""
+    """Model and optimisation settings of one run (the loss is a :class:`losses.LossSpec`).
+
+    ``arch``: ``"resnet"`` (:func:`common.resnet.resnet18_cifar` with ``width``, ``blocks``,
+    ``stem_stride``) or ``"airnet"`` (:class:`common.fastnet.AirNet` with ``width``; ``blocks``
+    and ``stem_stride`` unused). ``lr_schedule``: ``"step"`` (×0.1 after each of
+    ``lr_milestones``, set per epoch: the study's) or a :func:`common.training.lr_factor` schedule
+    set per optimiser step, after a linear warm-up over ``warmup_epochs``. ``bf16``: autocast
+    ``True`` / ``False`` / ``"auto"`` (:func:`common.runtime.resolve_amp`); ``channels_last``:
+    asked for, granted by :func:`common.runtime.memory_format`.
+    """
 
     width: int = 64
     blocks: tuple[int, ...] = (2, 2, 2, 2)
@@ -63,8 +78,13 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: bool = True
-    bf16: bool = True                 # autocast, CUDA only
+    bf16: bool | str = "auto"         # bf16 autocast: True / False / "auto" (native bf16 only)
     channels_last: bool = True
+    arch: str = "resnet"
+    nesterov: bool = False
+    lr_schedule: str = "step"
+    warmup_epochs: float = 0.0
+    crop_pad: int = 4                 # random-crop padding (pixels); the flip is always on
     compile: bool = False
     deterministic: bool = False       # cuDNN determinism (slower); CPU runs are deterministic anyway
     eval_batch: int = 1000
@@ -78,10 +98,28 @@ class TrainConfig:
             raise ValueError(f"steps_per_epoch must be positive or None, got {self.steps_per_epoch}")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing, got {self.lr_milestones}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.lr_schedule != "step":
+            training.check_lr_schedule(self.lr_schedule)
+        if self.warmup_epochs < 0 or self.crop_pad < 0:
+            raise ValueError(f"warmup_epochs and crop_pad must be ≥ 0: {self}")
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of 1-based ``epoch``: lr · 0.1^(number of milestones < epoch)."""
+        """Learning rate of 1-based ``epoch`` under the ``"step"`` schedule:
+        lr · 0.1^(number of milestones < epoch)."""
         return self.lr * 0.1 ** sum(epoch > m for m in self.lr_milestones)
+
+    def lr_at_step(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """Learning rate of optimiser step ``step`` (0-based) of 1-based ``epoch``: :meth:`lr_at`
+        for ``"step"``, else lr · :func:`common.training.lr_factor` at the fraction of all
+        ``epochs × steps_per_epoch`` steps done."""
+        if self.lr_schedule == "step":
+            return self.lr_at(epoch)
+        done = (epoch - 1) * steps_per_epoch + step
+        total = self.epochs * steps_per_epoch
+        return self.lr * training.lr_factor(self.lr_schedule, done, done / total,
+                                            round(self.warmup_epochs * steps_per_epoch))
 
     def identity(self) -> dict[str, Any]:
         """Settings that change results (speed-only switches left out of the fingerprint)."""
@@ -95,36 +133,53 @@ class TrainConfig:
         return d
 
 
-# The notebook's profile table (same keys in every profile; see runtime.pick).
+# The claim under test and its reference (notebook 06's targets and verdict), and the
+# configurations that get every seed of a profile (the others get its first seed only).
+CLAIM, REFERENCE = "CB-softmax β=0.999", "CE"
+KEY_CONFIGS: tuple[str, ...] = (REFERENCE, CLAIM, "logit-adjusted τ=1")
+CURVE_CONFIGS: tuple[str, ...] = (REFERENCE, CLAIM)
+
+# The cpu profile's network and optimiser: the airbench-style net at half width (0.49 M
+# parameters), the study's lr per example (0.1 per 128 images) scaled linearly to batch 512, its
+# momentum and weight decay, Nesterov momentum, one warm-up epoch, then a linear decay to 0
+# (airbench's schedule shape); a fixed number of epochs, set by the compute budget: 14 runs of
+# 12 epochs and the two 24-epoch runs, about 14 s per epoch on 2 idle Xeon cores in bf16
+# (airbench-style nets: about 3,000 images/s), are about 50 minutes.
+CPU_TRAIN = TrainConfig(arch="airnet", width=32, epochs=12, lr=0.4, lr_milestones=(),
+                        lr_schedule="linear", warmup_epochs=1.0, nesterov=True, batch_size=512,
+                        crop_pad=2, bf16="auto", channels_last=True, eval_batch=1000, ckpt_every=1)
+
+# The notebook's profile table (same keys in every profile; see runtime.pick). ``key_configs``
+# run every seed in ``seeds``, the other ``configs`` the first seed; ``curve_configs`` run once
+# more (first seed) for ``curve_factor`` times the epochs, evaluated after every epoch.
 CONFIGS: dict[str, dict[str, Any]] = {
     "smoke": {
         "n_major": 40, "n_minor": 8, "test_per_class": 30,
-        "train": TrainConfig(width=4, blocks=(1, 1), stem_stride=2, epochs=2, lr_milestones=(1,),
-                             batch_size=32, bf16=False, channels_last=False, eval_batch=500,
-                             ckpt_every=1),
-        "configs": list(losses.study_configs()), "seeds": [0, 1],
+        "train": replace(CPU_TRAIN, width=4, epochs=2, batch_size=32, eval_batch=500),
+        "configs": list(losses.all_configs()), "key_configs": list(KEY_CONFIGS), "seeds": [0, 1],
+        "curve_configs": list(CURVE_CONFIGS), "curve_factor": 2,
         "budget_s": None, "demo_interrupt": True, "cache_runs": False, "threads": 1,
     },
     "cpu": {
         "n_major": N_MAJORITY, "n_minor": N_MINORITY, "test_per_class": None,
-        "train": TrainConfig(width=8, blocks=(1, 1, 1), stem_stride=2, epochs=4,
-                             lr_milestones=(2, 3), batch_size=128, bf16=False,
-                             channels_last=False, eval_batch=1000, ckpt_every=1),
-        "configs": ["CE", "inverse frequency", "focal γ=1", "CB-softmax β=0.999",
-                    "CB-softmax β=0.9999", "CB-focal γ=1 β=0.999"],
-        "seeds": [0, 1, 2], "budget_s": 14 * 60, "demo_interrupt": False, "cache_runs": True,
-        "threads": 1,
+        "train": CPU_TRAIN,
+        "configs": [*KEY_CONFIGS, "CB-softmax β=0.9999", "focal γ=1", "CB-focal γ=1 β=0.999",
+                    "inverse frequency", "DRW β=0.9999"],
+        "key_configs": list(KEY_CONFIGS), "seeds": [0, 1, 2],
+        "curve_configs": list(CURVE_CONFIGS), "curve_factor": 2,
+        "budget_s": None, "demo_interrupt": False, "cache_runs": True, "threads": 2,
     },
     "full": {
         "n_major": N_MAJORITY, "n_minor": N_MINORITY, "test_per_class": None,
         "train": TrainConfig(),
-        "configs": list(losses.study_configs()), "seeds": [0, 1, 2],
+        "configs": list(losses.all_configs()), "key_configs": list(losses.all_configs()),
+        "seeds": [0, 1, 2], "curve_configs": list(CURVE_CONFIGS), "curve_factor": 2,
         "budget_s": None, "demo_interrupt": False, "cache_runs": True, "threads": None,
     },
 }
-# dryrun (make dryrun): the full entry (ResNet-18, batch 128, every config and seed: 42 runs) with
-# one epoch of one optimiser step per run (about 6 s on a shared 2-core CPU) and 10 test images
-# per class, nothing else changed (tests/test_dryrun.py).
+# dryrun (make dryrun): the full entry (ResNet-18, batch 128, every config and seed: 48 runs, and
+# the two curve runs) with one epoch of one optimiser step per run (about 6 s each on a shared
+# 2-core CPU) and 10 test images per class, nothing else changed (tests/test_dryrun.py).
 CONFIGS["dryrun"] = runtime.dryrun_of(
     CONFIGS["full"], train=replace(CONFIGS["full"]["train"], epochs=1, steps_per_epoch=1),
     test_per_class=10)
@@ -196,26 +251,42 @@ def _source_hash() -> str:
     import inspect
 
     h = hashlib.sha256()
-    for mod in (losses, resnet, augment):
-        h.update(Path(mod.__file__).read_bytes())
+    h.update(runtime.file_digest(runtime.code_files("losses", "resnet", "fastnet", "augment")).encode())
     for obj in (data.DeviceBatches, TrainConfig, split_counts, make_split, load_split,
-                group_masks, build_model, evaluate, train_one):
+                group_masks, build_model, evaluate, train_one, numerics, training.lr_factor):
         h.update(inspect.getsource(obj).encode())
     return h.hexdigest()[:16]
 
 
+def numerics(tcfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """What ``tcfg``'s precision and layout switches resolve to on ``device``: bf16 autocast
+    (:func:`common.runtime.resolve_amp`) and the memory format
+    (:func:`common.runtime.memory_format`). Recorded with every run and part of its fingerprint."""
+    fmt = runtime.memory_format(tcfg.channels_last, device)
+    return {"bf16_autocast": runtime.resolve_amp(tcfg.bf16, device),
+            "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous",
+            "device_type": device.type}
+
+
 def fingerprint(name: str, spec: losses.LossSpec, tcfg: TrainConfig, seed: int,
-                split_info: Mapping[str, Any]) -> str:
-    """Hash of everything a run's result depends on (reuse only when it matches)."""
+                split_info: Mapping[str, Any], device: torch.device | None = None) -> str:
+    """Hash of everything a run's result depends on (reuse only when it matches); with
+    ``device``, also what the precision switches resolve to there (:func:`numerics`)."""
     key = {"name": name, "spec": spec.as_dict(), "train": tcfg.identity(), "seed": seed,
            "split": dict(split_info), "source": _source_hash(), "torch": torch.__version__}
+    if device is not None:
+        key["numerics"] = numerics(tcfg, device)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def build_model(tcfg: TrainConfig, device: torch.device) -> torch.nn.Module:
-    model = resnet.resnet18_cifar(width=tcfg.width, blocks=tcfg.blocks,
-                                  stem_stride=tcfg.stem_stride).to(device)
-    return model.to(memory_format=runtime.memory_format(tcfg.channels_last, device))
+    """``tcfg``'s network (:data:`ARCHS`) on ``device`` in its memory format."""
+    if tcfg.arch == "airnet":
+        model: torch.nn.Module = fastnet.AirNet(width=tcfg.width)
+    else:
+        model = resnet.resnet18_cifar(width=tcfg.width, blocks=tcfg.blocks,
+                                      stem_stride=tcfg.stem_stride)
+    return model.to(device).to(memory_format=runtime.memory_format(tcfg.channels_last, device))
 
 
 @torch.no_grad()
@@ -224,7 +295,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tcfg: Tra
     """Test accuracy (%) by group, per-class accuracy and the confusion matrix (counts)."""
     model.eval()
     preds = []
-    use_amp = tcfg.bf16 and x.device.type == "cuda"
+    use_amp = runtime.resolve_amp(tcfg.bf16, x.device)
     fmt = runtime.memory_format(tcfg.channels_last, x.device)
     for lo in range(0, len(x), tcfg.eval_batch):
         xb = augment.normalize(x[lo: lo + tcfg.eval_batch], memory_format=fmt)
@@ -259,10 +330,9 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
     tx, ty = (split.balanced_x, split.balanced_y) if spec.balanced_data else (split.train_x,
                                                                                split.train_y)
     counts = data.class_counts(ty)
-    loss_fn = spec.build(counts, device)
     model = build_model(tcfg, device)
     opt = torch.optim.SGD(model.parameters(), lr=tcfg.lr_at(1), momentum=tcfg.momentum,
-                          weight_decay=tcfg.weight_decay)
+                          weight_decay=tcfg.weight_decay, nesterov=tcfg.nesterov)
     batches = data.DeviceBatches(tx, ty, batch_size=tcfg.batch_size, shuffle=True, seed=seed)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003)
     log = training.EpochLog(device)
@@ -272,7 +342,7 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
     state: dict[str, Any] | None = None
     if ckpt_path is not None:
         if ckpt_key is None:
-            ckpt_key = fingerprint(name, spec, tcfg, seed, split.info)
+            ckpt_key = fingerprint(name, spec, tcfg, seed, split.info, device)
         state = training.load_checkpoint(ckpt_path, map_location=device)
     if state is not None:
         if state.get("key") != ckpt_key:
@@ -289,8 +359,9 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
         history, eval_seconds = state["history"], state["eval_seconds"]
         start_epoch = state["epoch"] + 1
     step_model = torch.compile(model) if tcfg.compile else model
-    use_amp = tcfg.bf16 and device.type == "cuda"
+    use_amp = runtime.resolve_amp(tcfg.bf16, device)
     fmt = runtime.memory_format(tcfg.channels_last, device)
+    n_steps = min(len(batches), tcfg.steps_per_epoch or len(batches))
 
     def save(epoch: int) -> None:
         if ckpt_path is None:
@@ -308,20 +379,20 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
         if stop:
             save(epoch - 1)
             return None
-        lr = tcfg.lr_at(epoch)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = tcfg.lr_at_step(epoch, 0, n_steps)
+        loss_fn = spec.build(counts, device, epoch=epoch, epochs=tcfg.epochs)   # DRW: per epoch
         model.train()
         log.start()
         loss_sum = torch.zeros((), device=device)
-        n_steps = min(len(batches), tcfg.steps_per_epoch or len(batches))
         seen = 0
         it: Iterable = zip(range(n_steps), batches)
         if show_progress:
             it = training.progress(it, f"{name} s{seed} ep{epoch}", total=n_steps)
-        for _, (xb, yb) in it:
+        for step, (xb, yb) in it:
+            for g in opt.param_groups:
+                g["lr"] = tcfg.lr_at_step(epoch, step, n_steps)
             if tcfg.augment:
-                xb = augment.random_crop_flip(xb, generator=aug_gen)
+                xb = augment.random_crop_flip(xb, pad=tcfg.crop_pad, generator=aug_gen)
             xin = augment.normalize(xb, memory_format=fmt)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = step_model(xin)
@@ -353,6 +424,7 @@ def train_one(name: str, spec: losses.LossSpec, tcfg: TrainConfig, split: SplitD
         "per_class": ev["per_class"], "confusion": ev["confusion"], "history": history,
         "timing": {**log.summary(), "eval_seconds_total": round(sum(eval_seconds), 2),
                    "compile": tcfg.compile},
+        "numerics": numerics(tcfg, device), "torch_threads": torch.get_num_threads(),
         "device": runtime.device_name(device),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -388,18 +460,28 @@ def load_run(path: Path, fp: str) -> dict[str, Any] | None:
     return rec if rec.get("fingerprint") == fp else None
 
 
+def sweep_plan(names: Sequence[str], seeds: Sequence[int],
+               key_configs: Sequence[str] | None = None) -> list[tuple[str, int]]:
+    """The (config, seed) runs of a sweep in seed-major order (every config's first seed before
+    any second seed): configs in ``key_configs`` (default: all) get every seed, the others the
+    first one only."""
+    every = set(names if key_configs is None else key_configs)
+    return [(n, s) for i, s in enumerate(seeds) for n in names if i == 0 or n in every]
+
+
 def run_sweep(names: Sequence[str], seeds: Sequence[int], tcfg: TrainConfig, split: SplitData,
               device: torch.device, runs_dir: Path, ckpt_dir: Path | None = None,
               budget_s: float | None = None, max_epochs_per_call: int | None = None,
-              show_progress: bool = True, verbose: bool = True) -> SweepResult:
-    """Train every (config, seed) not already finished; seed-major order, so a time budget
-    still gives every config its first seed before any gets a second.
+              show_progress: bool = True, verbose: bool = True,
+              key_configs: Sequence[str] | None = None) -> SweepResult:
+    """Train every (config, seed) of :func:`sweep_plan` not already finished, in its order, so a
+    time budget still gives every config its first seed before any gets a second.
 
     Finished runs are read from / written to ``runs_dir``; interrupted runs resume from
     ``ckpt_dir``. ``budget_s`` stops at the next epoch boundary once exceeded (the run in
     progress is checkpointed and listed as pending).
     """
-    specs = losses.study_configs()
+    specs = losses.all_configs()
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise ValueError(f"unknown loss configs {unknown}; known: {list(specs)}")
@@ -408,40 +490,82 @@ def run_sweep(names: Sequence[str], seeds: Sequence[int], tcfg: TrainConfig, spl
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else runs_dir / "ckpt"
     deadline = None if budget_s is None else time.time() + float(budget_s)
     res = SweepResult({}, [], [], [])
-    for seed in seeds:
-        for name in names:
-            spec = specs[name]
-            fp = fingerprint(name, spec, tcfg, seed, split.info)
-            path = run_path(runs_dir, name, seed)
-            rec = load_run(path, fp)
-            if rec is not None:
-                res.records[(name, seed)] = rec
-                res.loaded.append((name, seed))
-                continue
-            if deadline is not None and time.time() > deadline:
-                res.pending.append((name, seed))
-                continue
-            t0 = time.perf_counter()
-            rec = train_one(name, spec, tcfg, split, seed, device,
-                            ckpt_path=ckpt_dir / f"{losses.slug(name)}_seed{seed}_{fp}.pt",
-                            deadline=deadline, max_epochs_per_call=max_epochs_per_call,
-                            show_progress=show_progress, ckpt_key=fp)
-            if rec is None:
-                res.pending.append((name, seed))
-                continue
-            rec["fingerprint"] = fp
-            rec["wall_seconds"] = round(time.perf_counter() - t0, 2)
-            atomic_write_json(path, rec)
+    for name, seed in sweep_plan(names, seeds, key_configs):
+        spec = specs[name]
+        fp = fingerprint(name, spec, tcfg, seed, split.info, device)
+        path = run_path(runs_dir, name, seed)
+        rec = load_run(path, fp)
+        if rec is not None:
             res.records[(name, seed)] = rec
-            res.trained.append((name, seed))
-            if verbose:
-                f = rec["final"]
-                print(f"  {name:24s} seed {seed}: all {f['all']:.2f}  minority {f['minority']:.2f}"
-                      f"  majority {f['majority']:.2f}  ({rec['wall_seconds']:.0f} s, "
-                      f"{rec['timing'].get('samples_per_second', float('nan')):.0f} img/s)",
-                      flush=True)
+            res.loaded.append((name, seed))
+            continue
+        if deadline is not None and time.time() > deadline:
+            res.pending.append((name, seed))
+            continue
+        t0 = time.perf_counter()
+        rec = train_one(name, spec, tcfg, split, seed, device,
+                        ckpt_path=ckpt_dir / f"{losses.slug(name)}_seed{seed}_{fp}.pt",
+                        deadline=deadline, max_epochs_per_call=max_epochs_per_call,
+                        show_progress=show_progress, ckpt_key=fp)
+        if rec is None:
+            res.pending.append((name, seed))
+            continue
+        rec["fingerprint"] = fp
+        rec["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        atomic_write_json(path, rec)
+        res.records[(name, seed)] = rec
+        res.trained.append((name, seed))
+        if verbose:
+            f = rec["final"]
+            print(f"  {name:24s} seed {seed}: all {f['all']:.2f}  minority {f['minority']:.2f}"
+                  f"  majority {f['majority']:.2f}  ({rec['wall_seconds']:.0f} s, "
+                  f"{rec['timing'].get('samples_per_second', float('nan')):.0f} img/s)",
+                  flush=True)
     return res
 
+
+
+def scaled_epochs(tcfg: TrainConfig, factor: int) -> TrainConfig:
+    """``tcfg`` with ``factor`` times the epochs (step-schedule milestones scaled alike): the
+    schedule of the "what more compute buys" runs."""
+    if int(factor) != factor or factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    return replace(tcfg, epochs=tcfg.epochs * factor,
+                   lr_milestones=tuple(m * factor for m in tcfg.lr_milestones))
+
+
+CURVES_SUBDIR = "curves"   # the longer runs' files, beside the main sweep's (same names)
+
+
+def run_profile(cfg: Mapping[str, Any], tcfg: TrainConfig, split: SplitData, device: torch.device,
+                runs_dir: Path, ckpt_dir: Path | None = None, budget_s: float | None = None,
+                max_epochs_per_call: int | None = None, names: Sequence[str] | None = None,
+                seeds: Sequence[int] | None = None, show_progress: bool = True,
+                verbose: bool = True) -> dict[str, SweepResult]:
+    """Everything a profile entry ``cfg`` trains, under one budget: ``"main"``, the sweep of
+    its ``configs`` (``names`` if given) over ``seeds`` (its ``key_configs`` on every seed), and
+    ``"curves"``, its ``curve_configs`` on the first seed for ``curve_factor`` times the epochs
+    (:func:`scaled_epochs`, files under ``runs_dir / CURVES_SUBDIR``)."""
+    t0 = time.time()
+    seeds = list(seeds or cfg["seeds"])
+    kw = dict(max_epochs_per_call=max_epochs_per_call, show_progress=show_progress,
+              verbose=verbose)
+    main = run_sweep(list(names or cfg["configs"]), seeds, tcfg, split, device, runs_dir, ckpt_dir,
+                     budget_s=budget_s, key_configs=cfg["key_configs"], **kw)
+    left = None if budget_s is None else float(budget_s) - (time.time() - t0)
+    curves = run_sweep(cfg["curve_configs"], seeds[:1], scaled_epochs(tcfg, cfg["curve_factor"]),
+                       split, device, Path(runs_dir) / CURVES_SUBDIR, ckpt_dir, budget_s=left, **kw)
+    return {"main": main, "curves": curves}
+
+
+def sweep_status(sweeps: Mapping[str, SweepResult]) -> dict[str, Any]:
+    """Whether every planned run of ``sweeps`` (name -> result) finished, for ``metrics.json``:
+    ``finished`` is false when any run is pending (a budget or ``max_epochs_per_call`` stopped
+    it), which :func:`common.reproduce.unfinished_parts` reads as an unfinished render (exit 3,
+    nothing published); per sweep its finished count and pending runs."""
+    parts = {k: {"finished": not r.pending, "runs_finished": len(r.records),
+                 "pending": [f"{n}|seed{s}" for n, s in r.pending]} for k, r in sweeps.items()}
+    return {"finished": all(v["finished"] for v in parts.values()), "sweeps": parts}
 
 # --------------------------------------------------------------------------- summaries
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -504,6 +628,10 @@ def study_consistency(rows: Mapping[str, tuple[float, float, float]], n_minority
 GROUPS: tuple[str, ...] = ("majority", "minority", "all")
 Records = Mapping[tuple[str, int], Mapping[str, Any]]
 
+# Notebook 06's targets, stated in its claim cell before any result (percent / points).
+CE_TARGET_ALL, CE_TARGET_MINORITY = 75.0, 40.0
+CLAIM_TARGET_GAIN, CLAIM_TARGET_ALL_LOSS = 10.0, 1.0
+
 
 def stats_of(records: Records, seeds: Sequence[int], name: str, group: str) -> tuple[float, float, int]:
     """Mean, sample std and count of ``name``'s final ``group`` accuracy over the seeds run."""
@@ -527,24 +655,29 @@ def _resolved(d: Mapping[str, float]) -> str:
 def summary_table(records: Records, seeds: Sequence[int], names: Iterable[str],
                   study: Mapping[str, tuple[float, float, float]]):
     """Ours (mean ± std over seeds) beside the study's single runs, per configuration: a
-    ``pandas.DataFrame`` with columns ``ours <group>``, ``seeds``, ``study <group>``."""
+    ``pandas.DataFrame`` with columns ``ours <group>``, ``seeds``, ``study <group>`` ("—" where
+    the study has no such row) and ``study row consistent?`` (:func:`study_consistency`: "NO"
+    flags a row whose All cannot come from its own groups)."""
     import pandas as pd
 
+    consistent = {r["config"]: r["consistent"] for r in study_consistency(study)}
     rows = []
     for name in names:
         row: dict[str, Any] = {"config": name}
         for g in GROUPS:
             row[f"ours {g}"] = fmt_pm(*stats_of(records, seeds, name, g))
         row["seeds"] = stats_of(records, seeds, name, "all")[2]
-        for g, v in zip(GROUPS, study[name]):
+        for g, v in zip(GROUPS, study.get(name, ("—",) * len(GROUPS))):
             row[f"study {g}"] = v
+        row["study row consistent?"] = ("—" if name not in consistent else
+                                        "yes" if consistent[name] else "NO")
         rows.append(row)
     return pd.DataFrame(rows).set_index("config")
 
 
-def paired_table(records: Records, ran: Sequence[str], reference: str = "CE"):
+def paired_table(records: Records, ran: Sequence[str], reference: str = REFERENCE):
     """Paired differences to ``reference`` (same seed) per configuration and group, with 95 %
-    t intervals and whether the All difference is resolved (its interval excludes 0)."""
+    t intervals and whether the minority and All differences are resolved (interval excludes 0)."""
     import pandas as pd
 
     rows = []
@@ -556,33 +689,88 @@ def paired_table(records: Records, ran: Sequence[str], reference: str = "CE"):
             d = paired_difference(records, name, reference, g)
             row[f"Δ{g} vs {reference}"] = fmt_pm(d["mean"], d["std"], d["n"])
             row[f"95% CI {g}"] = _ci(d)
-        dall = paired_difference(records, name, reference, "all")
-        row["n"] = dall["n"]
-        row["all: resolved?"] = _resolved(dall)
+        row["n"] = paired_difference(records, name, reference, "all")["n"]
+        for g in ("minority", "all"):
+            row[f"{g}: resolved?"] = _resolved(paired_difference(records, name, reference, g))
         rows.append(row)
     return pd.DataFrame(rows).set_index("config") if rows else pd.DataFrame()
 
 
-def best_of(records: Records, seeds: Sequence[int], ran: Sequence[str],
-            specs: Mapping[str, losses.LossSpec], pred) -> str | None:
-    """The configuration among ``ran`` whose spec satisfies ``pred`` with the highest mean All."""
-    cands = [n for n in ran if pred(specs[n])]
-    return max(cands, key=lambda n: stats_of(records, seeds, n, "all")[0]) if cands else None
+def _paired_values(records: Records, a: str, b: str, group: str) -> list[float]:
+    seeds = sorted({s for (n, s) in records if n == a} & {s for (n, s) in records if n == b})
+    return [records[(a, s)]["final"][group] - records[(b, s)]["final"][group] for s in seeds]
 
 
-def best_pair_difference(records: Records, seeds: Sequence[int], names: Sequence[str]) -> str | None:
-    """One line: the best minus the runner-up of ``names`` on All (paired, with its interval)."""
-    by_all = sorted(names, key=lambda n: -stats_of(records, seeds, n, "all")[0])
-    if len(by_all) < 2:
-        return None
-    d = paired_difference(records, by_all[0], by_all[1], "all")
-    return (f"best vs runner-up on All: {by_all[0]} − {by_all[1]} = "
-            f"{fmt_pm(d['mean'], d['std'], d['n'])} points, 95% CI {_ci(d)}")
+def targets(records: Records, seeds: Sequence[int], claim: str = CLAIM,
+            reference: str = REFERENCE) -> list[dict[str, Any]]:
+    """Notebook 06's targets, checked against the runs: ``reference`` (CE) reaches
+    :data:`CE_TARGET_ALL` % on all classes and :data:`CE_TARGET_MINORITY` % on the minority
+    (seed means); ``claim`` beats it on minority accuracy by :data:`CLAIM_TARGET_GAIN` points on
+    every seed of ``seeds`` (paired) and loses at most :data:`CLAIM_TARGET_ALL_LOSS` points of
+    all-class accuracy (mean paired difference). ``met`` is ``None`` when a run is missing."""
+    ce_all, _, n_all = stats_of(records, seeds, reference, "all")
+    ce_min, _, _ = stats_of(records, seeds, reference, "minority")
+    gains = _paired_values(records, claim, reference, "minority")
+    d_all = paired_difference(records, claim, reference, "all")
+    complete = len(gains) == len(seeds)
+    return [
+        {"target": f"{reference} all-class accuracy ≥ {CE_TARGET_ALL:g} %",
+         "measured": f"{ce_all:.2f} % (mean of {n_all})",
+         "met": None if n_all == 0 else ce_all >= CE_TARGET_ALL},
+        {"target": f"{reference} minority accuracy ≥ {CE_TARGET_MINORITY:g} %",
+         "measured": f"{ce_min:.2f} % (mean of {n_all})",
+         "met": None if n_all == 0 else ce_min >= CE_TARGET_MINORITY},
+        {"target": f"{claim} minority ≥ {reference} minority + {CLAIM_TARGET_GAIN:g} points on "
+                   f"every seed (paired)",
+         "measured": "gains " + ", ".join(f"{g:+.2f}" for g in gains) + f" ({len(gains)} seeds)",
+         "met": None if not complete else all(g >= CLAIM_TARGET_GAIN for g in gains)},
+        {"target": f"{claim} all-class accuracy not below {reference} by more than "
+                   f"{CLAIM_TARGET_ALL_LOSS:g} point (mean paired difference)",
+         "measured": f"{d_all['mean']:+.2f} points, 95% CI {_ci(d_all)}",
+         "met": None if not complete else d_all["mean"] >= -CLAIM_TARGET_ALL_LOSS},
+    ]
+
+
+def verdict(records: Records, reduced: bool, finished: bool, claim: str = CLAIM,
+            reference: str = REFERENCE) -> tuple[str, str]:
+    """(status, sentence) for notebook 06, in :data:`common.report.VERDICTS`' words.
+
+    Effect shown when ``claim``'s paired minority gain over ``reference`` has its 95 % t interval
+    above 0 and its all-class change is not significantly negative (interval not below 0), in a
+    sweep that finished. Status: ``effect shown (reduced)`` / ``not shown (reduced)`` for a reduced
+    profile, ``reproduced`` / ``not reproduced`` for the study's setting. The sentence names the
+    claim, the gain with its interval and the seeds, and which part failed."""
+    d_min = paired_difference(records, claim, reference, "minority")
+    d_all = paired_difference(records, claim, reference, "all")
+    wins = sum(g > 0 for g in _paired_values(records, claim, reference, "minority"))
+    verb = "raises" if d_min["mean"] > 0 else "does not raise"
+    ci = lambda d: "n/a" if not math.isfinite(d["ci_low"]) else f"{d['ci_low']:.1f}..{d['ci_high']:.1f}"
+    sentence = (f"{claim} {verb} minority accuracy over {reference}: {d_min['mean']:+.1f} points "
+                f"(95 % CI {ci(d_min)}, higher on {wins}/{d_min['n']} seeds); all-class change "
+                f"{d_all['mean']:+.1f} points (95 % CI {ci(d_all)})")
+    failed = []
+    if not finished:
+        failed.append("the sweep did not finish (runs pending), so nothing is concluded")
+    if d_min["n"] < 2:
+        failed.append("fewer than 2 paired seeds: no interval")
+    elif not d_min["ci_low"] > 0:
+        failed.append("the minority gain's 95 % interval is not above 0")
+    if d_all["n"] >= 2 and d_all["ci_high"] < 0:
+        failed.append("the all-class change is significantly negative")
+    shown = not failed
+    if reduced:
+        status = "effect shown (reduced)" if shown else "not shown (reduced)"
+    else:
+        status = "reproduced" if shown else "not reproduced"
+    return status, sentence + ("" if shown else "; not shown: " + "; ".join(failed)) + "."
 
 
 def plot_effective_number(ax_curve, ax_ratio, weight_rows: Mapping[str, torch.Tensor]) -> None:
     """Left: E_n against n for every β (Cui et al. Fig. 3), the study's 250 and 5,000 marked
-    and labelled. Right: the minority/majority weight ratio of each weighting."""
+    and labelled. Right: the minority/majority weight ratio of each weighting, each bar labelled
+    with its value, on a log axis with plain-number ticks (1, 2, 5, 10, 20)."""
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
     n = np.unique(np.round(np.logspace(0, 4, 200)).astype(int))
     for b in losses.BETAS:
         ax_curve.plot(n, losses.effective_number(n, b).numpy(), label=f"β = {b:g}")
@@ -596,17 +784,22 @@ def plot_effective_number(ax_curve, ax_ratio, weight_rows: Mapping[str, torch.Te
                  ylabel="effective number E_n", title="E_n = (1 − βⁿ)/(1 − β)  (Cui et al. Fig. 3)")
     ax_curve.legend(fontsize=8, loc="upper left")
     ratio = {k: float(w[MINORITY_CLASSES[0]] / w[0]) for k, w in weight_rows.items()}
-    ax_ratio.bar(range(len(ratio)), list(ratio.values()))
+    bars = ax_ratio.bar(range(len(ratio)), list(ratio.values()))
+    ax_ratio.bar_label(bars, labels=[f"{r:.3g}×" for r in ratio.values()], fontsize=8)
     ax_ratio.set_xticks(range(len(ratio)), list(ratio.keys()), rotation=30, ha="right")
     ax_ratio.set(yscale="log", ylabel="w(minority) / w(majority)",
                  title=f"weight ratio, {N_MINORITY:,} vs {N_MAJORITY:,} images")
+    ax_ratio.yaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50]))
+    ax_ratio.yaxis.set_major_formatter(ScalarFormatter())
+    ax_ratio.yaxis.set_minor_locator(NullLocator())
+    ax_ratio.set_ylim(0.8, max(ratio.values()) * 1.6)
 
 
 def plot_curves_by_group(axes, records: Records, seeds: Sequence[int], shown: Sequence[str]) -> None:
-    """Test accuracy per epoch for ``shown`` configurations, one panel per group (minority,
-    majority, all): mean over seeds with a min–max band. Curves that coincide (e.g. CE and
-    focal loss at small γ) stay visible: each has its own line style and hollow marker and a
-    small horizontal offset."""
+    """Test accuracy per epoch for the ``shown`` configurations (fixed in advance, never a
+    "best" picked from the runs), one panel per group (minority, majority, all): mean over
+    seeds with a min–max band, on the full 0–100 % scale. Each configuration has its own line
+    style and hollow marker and a small horizontal offset, so coinciding curves stay visible."""
     from matplotlib.ticker import MaxNLocator   # reporting only: training never imports matplotlib
 
     from . import plots
@@ -620,7 +813,57 @@ def plot_curves_by_group(axes, records: Records, seeds: Sequence[int], shown: Se
             line, = ax.plot(ep, H.mean(0), label=f"{name} (n={len(H)})", lw=1.6,
                             **plots.line_styles(i))
             ax.fill_between(ep, H.min(0), H.max(0), color=line.get_color(), alpha=0.15)
-        ax.set(title=f"{g} test accuracy", xlabel="epoch", ylabel="accuracy (%)")
+        ax.set(title=f"{g} test accuracy", xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+
+
+def more_compute_table(main: Records, longer: Records, names: Sequence[str], seed: int):
+    """Per configuration (one seed): final accuracy by group after the profile's epochs and
+    after the longer schedule (:func:`scaled_epochs`), and the change."""
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        if (name, seed) not in main or (name, seed) not in longer:
+            continue
+        a, b = main[(name, seed)], longer[(name, seed)]
+        row: dict[str, Any] = {"config": name}
+        for g in ("minority", "all"):
+            row[f"{g} @ {a['train']['epochs']} ep"] = round(a["final"][g], 2)
+            row[f"{g} @ {b['train']['epochs']} ep"] = round(b["final"][g], 2)
+            row[f"Δ{g}"] = round(b["final"][g] - a["final"][g], 2)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("config") if rows else pd.DataFrame()
+
+
+def plot_more_compute(axes, main: Records, longer: Records, names: Sequence[str], seed: int) -> None:
+    """Minority and all-class test accuracy after every epoch of the longer runs (one seed;
+    the learning rate decays over the whole longer schedule, so an intermediate epoch is not an
+    early-stopped shorter run), with the shorter runs' final accuracy marked at their last epoch;
+    full 0–100 % scale."""
+    from matplotlib.ticker import MaxNLocator
+
+    from . import plots
+
+    for ax, g in zip(axes, ("minority", "all")):
+        for i, name in enumerate(names):
+            style = plots.line_styles(i)
+            if (name, seed) in longer:
+                h = longer[(name, seed)]["history"]
+                line, = ax.plot([r["epoch"] for r in h], [r[g] for r in h], lw=1.6,
+                                label=f"{name}, {longer[(name, seed)]['train']['epochs']} epochs",
+                                **style)
+                color = line.get_color()
+            else:
+                color = None
+            if (name, seed) in main:
+                rec = main[(name, seed)]
+                ax.plot([rec["train"]["epochs"]], [rec["final"][g]], marker="*", ms=12, ls="",
+                        color=color, label=f"{name}, {rec['train']['epochs']} epochs (final)")
+        ax.set(title=f"{g} test accuracy (seed {seed})", xlabel="epoch", ylabel="accuracy (%)",
+               ylim=(0, 100))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -660,96 +903,6 @@ def plot_confusion(ax, records: Records, seeds: Sequence[int], name: str) -> Non
     ax.set(title=f"{name}: confusion (% of true class)", xlabel="predicted", ylabel="true")
 
 
-def findings_table(records: Records, seeds: Sequence[int], ran: Sequence[str], reference: str = "CE"):
-    """Per configuration: mean difference to ``reference`` per group and whether the minority
-    gain is resolved (paired 95 % interval excludes 0)."""
-    import pandas as pd
-
-    ce = {g: stats_of(records, seeds, reference, g)[0] for g in GROUPS}
-    rows = []
-    for name in ran:
-        if name == reference:
-            continue
-        m = {g: stats_of(records, seeds, name, g)[0] for g in GROUPS}
-        rows.append({"config": name,
-                     **{f"{g} − {reference}": round(m[g] - ce[g], 2) for g in ("minority", "majority", "all")},
-                     "minority gain resolved?": _resolved(paired_difference(records, name, reference, "minority"))})
-    return pd.DataFrame(rows).set_index("config") if rows else pd.DataFrame()
-
-
-def direction_agreement(records: Records, seeds: Sequence[int], ran: Sequence[str],
-                        study: Mapping[str, tuple[float, float, float]], reference: str = "CE"
-                        ) -> dict[str, dict[str, Any]]:
-    """For every re-weighted or focal configuration run: our and the study's change of minority
-    and majority accuracy relative to ``reference``, and whether the signs agree."""
-    out = {}
-    ce = {g: stats_of(records, seeds, reference, g)[0] for g in ("majority", "minority")}
-    s_ce = dict(zip(GROUPS, study[reference]))
-    for name in ran:
-        if name in (reference, "balanced CE"):
-            continue
-        s = dict(zip(GROUPS, study[name]))
-        ours = {g: stats_of(records, seeds, name, g)[0] - ce[g] for g in ("majority", "minority")}
-        theirs = {g: s[g] - s_ce[g] for g in ("majority", "minority")}
-        out[name] = {"ours": ours, "study": theirs,
-                     "agree": all(np.sign(ours[g]) == np.sign(theirs[g]) for g in ("majority", "minority"))}
-    return out
-
-
-def findings_text(records: Records, seeds: Sequence[int], ran: Sequence[str],
-                  specs: Mapping[str, losses.LossSpec], study: Mapping[str, tuple[float, float, float]],
-                  reduced: bool) -> str:
-    """The "what we find" paragraph, written from the numbers (Markdown)."""
-    if "CE" not in ran or len(ran) < 2:
-        return "Too few configurations finished to compare losses."
-    ce = {g: stats_of(records, seeds, "CE", g)[0] for g in GROUPS}
-    others = [n for n in ran if n not in ("CE", "balanced CE")]
-    top_min = max(others, key=lambda n: stats_of(records, seeds, n, "minority")[0])
-    top_all = max(others, key=lambda n: stats_of(records, seeds, n, "all")[0])
-    d_min = paired_difference(records, top_min, "CE", "minority")
-    d_maj = paired_difference(records, top_min, "CE", "majority")
-    d_all = paired_difference(records, top_all, "CE", "all")
-    agree = direction_agreement(records, seeds, ran, study)
-    k = sum(v["agree"] for v in agree.values())
-    s_best = max((n for n in specs if specs[n].kind.startswith("cb_")), key=lambda n: study[n][2])
-    parts = [
-        f"* **Minority vs majority.** CE reaches {ce['minority']:.1f} % on the minority classes and "
-        f"{ce['majority']:.1f} % on the majority. The largest minority gain is {top_min}'s: "
-        f"{d_min['mean']:+.1f} points (95 % CI {_ci(d_min)}), at {d_maj['mean']:+.1f} points on the "
-        f"majority (paired over {d_min['n']} seed(s)).",
-        f"* **All.** The best configuration on All is {top_all}, {d_all['mean']:+.2f} points over CE "
-        f"(95 % CI {_ci(d_all)}: " + ("resolved" if _resolved(d_all) == "yes" else "not resolved") + ").",
-        f"* **Against the study.** For {k} of {len(agree)} configurations the signs of our minority "
-        f"and majority changes relative to CE match the study's; its best CB row by All is "
-        f"{s_best} ({study[s_best][2]:.2f} %), ours {top_all}.",
-    ]
-    if reduced:
-        parts.append(f"* **Levels.** Our CE All is {ce['all']:.1f} % against the study's "
-                     f"{study['CE'][2]:.1f} %: a reduced run (small model, few epochs), so only the "
-                     f"directions above are comparable, not the accuracies.")
-    return "\n".join(parts)
-
-
-def verdict_06(records: Records, seeds: Sequence[int], ran: Sequence[str],
-               study: Mapping[str, tuple[float, float, float]], reduced: bool) -> tuple[str, str]:
-    """(status, reason) for notebook 06: directions of the trade-off vs the study's, and levels."""
-    agree = direction_agreement(records, seeds, ran, study)
-    if not agree:
-        return "not reproduced", "no re-weighted or focal configuration finished"
-    k, m = sum(v["agree"] for v in agree.values()), len(agree)
-    gaps = [abs(stats_of(records, seeds, n, "all")[0] - study[n][2]) for n in ran]
-    if k == m and not reduced and max(gaps) <= 2.0:
-        return "reproduced", ("every configuration's direction matches the study and All is within "
-                              "2 points of its single runs")
-    if 2 * k >= m:
-        return "partly reproduced", (
-            f"the direction of the re-weighting trade-off (minority up, majority down, relative to CE) "
-            f"matches the study for {k} of {m} configurations, but accuracies differ by up to "
-            f"{max(gaps):.0f} points" + (" in this reduced run" if reduced else ""))
-    return "not reproduced", (f"the direction of the change relative to CE matches the study for "
-                              f"only {k} of {m} configurations")
-
-
 # --------------------------------------------------------------------------- CLI
 def runs_dirs(profile: str) -> tuple[Path, Path]:
     """Persistent (git-ignored) per-run files and checkpoints of a profile, under
@@ -782,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, device=device)
         y = torch.arange(8, device=device) % 10
         with torch.autocast(device.type, dtype=torch.bfloat16,
-                            enabled=tcfg.bf16 and device.type == "cuda"):
+                            enabled=runtime.resolve_amp(tcfg.bf16, device)):
             logits = model(augment.normalize(augment.random_crop_flip(x),
                                              memory_format=runtime.memory_format(tcfg.channels_last, device)))
         loss = losses.cross_entropy(logits, y)
@@ -792,9 +945,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs, ckpts = runs_dirs(profile)
     split = load_split(device, cfg["n_major"], cfg["n_minor"], cfg["test_per_class"])
-    res = run_sweep(args.configs or cfg["configs"], args.seeds or cfg["seeds"], tcfg, split,
-                    device, runs, ckpts, budget_s=args.budget_s)
-    print(f"profile {profile}: {res.describe()}; per-run files in {runs}")
+    res = run_profile(cfg, tcfg, split, device, runs, ckpts, budget_s=args.budget_s,
+                      names=args.configs, seeds=args.seeds)
+    for part, r in res.items():
+        print(f"profile {profile}, {part}: {r.describe()}")
+    print(f"per-run files in {runs}; finished: {sweep_status(res)['finished']}")
     return 0
 
 

@@ -10,11 +10,19 @@ ICCV 2017:
 * CB softmax CE, Cui eq. (7):   CB(z, y) = w_y · (−log softmax(z)_y)
 * focal loss on the softmax, Lin eq. (4) with α = 1:  FL = −(1 − p_t)^γ log p_t
 * CB focal, Cui eq. (8) (softmax instead of sigmoid here): w_y · FL
+* logit-adjusted CE (A. K. Menon et al., *Long-tail learning via logit adjustment*, ICLR 2021,
+  arXiv:2007.07314, sec. 4): CE on z_y + τ log π_y with the training prior π_y = n_y / Σ n;
+  τ = 1 is the balanced softmax n_y e^{z_y} / Σ_j n_j e^{z_j} (J. Ren et al., *Balanced
+  meta-softmax for long-tailed visual recognition*, NeurIPS 2020, arXiv:2007.10740)
+* deferred re-weighting, DRW (K. Cao et al., *Learning imbalanced datasets with
+  label-distribution-aware margin loss*, NeurIPS 2019, arXiv:1906.07413, sec. 3.3): plain CE
+  until a stated epoch, then CE with the class-balanced weights of Cui eq. (5)
 
 Batch reductions. Unweighted, CB-softmax and CB-focal losses are the plain mean over the batch
 of the per-example loss (``w_y · ℓ_i``), as in the authors' code. Inverse-frequency weighting
 uses the *weighted mean* Σ w_{y_i} ℓ_i / Σ w_{y_i} (PyTorch's ``cross_entropy(weight=...)``), so
-its scale matches CE whatever the normalisation of 1/n_y.
+its scale matches CE whatever the normalisation of 1/n_y; so does DRW's re-weighted phase, as
+in Cao et al.'s code (``CrossEntropyLoss(weight=...)``).
 
 All functions check shapes and dtypes and raise ``ValueError`` naming the bad argument. Losses
 are computed in float32 even when the logits come from a bf16 autocast region.
@@ -33,6 +41,8 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .runtime import at_least_float32
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -137,8 +147,9 @@ def _check_gamma(gamma: float) -> float:
 
 
 def _per_example(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-example float32 focal loss −(1 − p_t)^γ log p_t, p_t = softmax(z)_y (γ = 0: CE)."""
-    logp_t = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
+    """Per-example focal loss −(1 − p_t)^γ log p_t, p_t = softmax(z)_y (γ = 0: CE), in at least
+    float32."""
+    logp_t = F.log_softmax(at_least_float32(logits), dim=1).gather(1, target[:, None]).squeeze(1)
     per = -logp_t
     if gamma != 0.0:
         # (1 - p_t)^γ with 1 - p_t = -expm1(log p_t): accurate for p_t near 1
@@ -185,12 +196,50 @@ def class_balanced_loss(logits: torch.Tensor, target: torch.Tensor, weight: torc
     return focal_loss(logits, target, gamma, weight)
 
 
+def log_prior(counts: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """log π_y = log(n_y / Σ_j n_j) of the training set's class ``counts`` (float32)."""
+    c = _counts_tensor(counts)
+    return torch.log(c / c.sum()).to(torch.float32)
+
+
+def logit_adjusted_loss(logits: torch.Tensor, target: torch.Tensor, log_pi: torch.Tensor,
+                        tau: float = 1.0) -> torch.Tensor:
+    """Logit-adjusted softmax CE (Menon et al. 2021, sec. 4), batch mean:
+    −log softmax(z + τ log π)_y, ``log_pi`` = :func:`log_prior` of the training counts. Training
+    only: predictions use the raw logits z.
+
+    With τ = 1 it is the balanced softmax of Ren et al. 2020, −log(n_y e^{z_y} / Σ_j n_j e^{z_j}).
+    """
+    _check_inputs(logits, target, log_pi)
+    tau = _check_tau(tau)
+    return cross_entropy(at_least_float32(logits) + tau * log_pi.to(logits.device, torch.float32), target)
+
+
+def _check_tau(tau: float) -> float:
+    tau = float(tau)
+    if not math.isfinite(tau) or tau < 0:
+        raise ValueError(f"tau must be finite and ≥ 0, got {tau}")
+    return tau
+
+
+def drw_start_epoch(epochs: int, defer: float) -> int:
+    """First (1-based) epoch of DRW's re-weighted phase: ⌊defer · epochs⌋ + 1, so ``defer`` is
+    the fraction of the epochs trained with plain CE (Cao et al. 2019: 160 of 200, 0.8)."""
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs}")
+    if not 0.0 < float(defer) < 1.0:
+        raise ValueError(f"defer must lie in (0, 1), got {defer}")
+    return math.floor(float(defer) * int(epochs)) + 1
+
+
 # --------------------------------------------------------------------------- configs
 @dataclass(frozen=True)
 class LossSpec:
     """One loss configuration of the study.
 
-    ``kind``: ``ce`` | ``inverse_frequency`` | ``focal`` | ``cb_softmax`` | ``cb_focal``.
+    ``kind``: ``ce`` | ``inverse_frequency`` | ``focal`` | ``cb_softmax`` | ``cb_focal`` |
+    ``logit_adjusted`` (needs ``tau``) | ``drw`` (needs ``beta`` and ``defer``, the fraction of
+    the epochs before re-weighting, :func:`drw_start_epoch`).
     ``balanced_data``: train on the balanced full training set instead of the imbalanced split
     (the study's "balanced CE" reference).
     """
@@ -199,41 +248,64 @@ class LossSpec:
     gamma: float = 0.0
     beta: float | None = None
     balanced_data: bool = False
+    tau: float | None = None
+    defer: float | None = None
 
-    KINDS = ("ce", "inverse_frequency", "focal", "cb_softmax", "cb_focal")
+    KINDS = ("ce", "inverse_frequency", "focal", "cb_softmax", "cb_focal", "logit_adjusted", "drw")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise ValueError(f"unknown loss kind {self.kind!r}; choose one of {self.KINDS}")
         _check_gamma(self.gamma)
-        if self.kind.startswith("cb_"):
+        if self.kind.startswith("cb_") or self.kind == "drw":
             if self.beta is None:
                 raise ValueError(f"{self.kind} needs beta")
             _check_beta(self.beta)
         elif self.beta is not None:
-            raise ValueError(f"beta is only used by the cb_* kinds, not {self.kind!r}")
-        if self.kind in ("ce", "inverse_frequency", "cb_softmax") and self.gamma != 0.0:
+            raise ValueError(f"beta is only used by the cb_* kinds and drw, not {self.kind!r}")
+        if self.kind in ("ce", "inverse_frequency", "cb_softmax", "logit_adjusted", "drw") \
+                and self.gamma != 0.0:
             raise ValueError(f"{self.kind} takes no gamma (got {self.gamma}); use focal/cb_focal")
+        if (self.kind == "logit_adjusted") != (self.tau is not None):
+            raise ValueError(f"tau is needed by logit_adjusted and only used by it ({self.kind!r}, "
+                             f"tau={self.tau})")
+        if self.tau is not None:
+            _check_tau(self.tau)
+        if (self.kind == "drw") != (self.defer is not None):
+            raise ValueError(f"defer is needed by drw and only used by it ({self.kind!r}, "
+                             f"defer={self.defer})")
+        if self.defer is not None:
+            drw_start_epoch(1, self.defer)
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The fields; ``tau`` and ``defer`` only when set (older kinds keep their identity)."""
+        return {k: v for k, v in asdict(self).items()
+                if not (k in ("tau", "defer") and v is None)}
 
     def weights(self, counts: Sequence[int] | torch.Tensor) -> torch.Tensor | None:
-        """The per-class weights this loss uses with training-set ``counts`` (None if none)."""
+        """The per-class weights this loss uses with training-set ``counts`` (None if none;
+        for DRW those of its re-weighted phase)."""
         if self.kind == "inverse_frequency":
             return inverse_frequency_weights(counts)
-        if self.kind in ("cb_softmax", "cb_focal"):
+        if self.kind in ("cb_softmax", "cb_focal", "drw"):
             return class_balanced_weights(counts, float(self.beta))  # type: ignore[arg-type]
         return None
 
-    def build(self, counts: Sequence[int] | torch.Tensor,
-              device: torch.device | str = "cpu") -> LossFn:
-        """A ``loss(logits, target)`` callable for a training set with class ``counts``."""
+    def build(self, counts: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu",
+              epoch: int = 1, epochs: int = 1) -> LossFn:
+        """A ``loss(logits, target)`` callable for a training set with class ``counts``, for
+        (1-based) ``epoch`` of ``epochs``: only DRW depends on them (plain CE before
+        :func:`drw_start_epoch`)."""
+        if self.kind == "logit_adjusted":
+            lp = log_prior(counts).to(device)
+            return lambda z, y: logit_adjusted_loss(z, y, lp, float(self.tau))  # type: ignore[arg-type]
+        if self.kind == "drw" and epoch < drw_start_epoch(epochs, float(self.defer)):  # type: ignore[arg-type]
+            return lambda z, y: cross_entropy(z, y)
         w = self.weights(counts)
         w = None if w is None else w.to(device)
         if self.kind == "ce":
             return lambda z, y: cross_entropy(z, y)
-        if self.kind == "inverse_frequency":
+        if self.kind in ("inverse_frequency", "drw"):
             return lambda z, y: cross_entropy(z, y, w)
         if self.kind == "focal":
             return lambda z, y: focal_loss(z, y, self.gamma)
@@ -264,7 +336,20 @@ def study_configs() -> dict[str, LossSpec]:
     return cfgs
 
 
+def extra_configs() -> dict[str, LossSpec]:
+    """Two later remedies beside the study's rows: logit-adjusted CE with τ = 1 (Menon et al.
+    2021; the balanced softmax of Ren et al. 2020) and deferred re-weighting (Cao et al. 2019:
+    plain CE for the first 80 % of the epochs, then CB weights with β = 0.9999)."""
+    return {"logit-adjusted τ=1": LossSpec("logit_adjusted", tau=1.0),
+            "DRW β=0.9999": LossSpec("drw", beta=0.9999, defer=0.8)}
+
+
+def all_configs() -> dict[str, LossSpec]:
+    """:func:`study_configs` followed by :func:`extra_configs`."""
+    return {**study_configs(), **extra_configs()}
+
+
 def slug(name: str) -> str:
     """A file-name-safe id for a config name (``CB-focal γ=1 β=0.9`` -> ``cb-focal_g1_b0.9``)."""
-    out = name.replace("γ=", "g").replace("β=", "b").replace(" ", "_").lower()
+    out = name.replace("γ=", "g").replace("β=", "b").replace("τ=", "t").replace(" ", "_").lower()
     return "".join(ch for ch in out if ch.isalnum() or ch in "._-")

@@ -217,16 +217,18 @@ def get_device(prefer: str | None = None) -> torch.device:
 def resolve_amp(setting: bool | str, device: torch.device) -> bool:
     """Whether a profile's ``amp`` setting (bfloat16 autocast) is on for ``device``: ``True`` /
     ``False`` as given; ``"auto"`` on where bfloat16 matmuls are native, i.e. a CUDA device that
-    supports bfloat16, or a CPU that reports AVX-512 BF16 or AMX-BF16 (:func:`cpu_info`). CPUs
-    without them (AVX2-only ones, say) emulate bfloat16, which is slower than float32, so there
-    ``"auto"`` stays float32. The result is what a notebook records and passes on."""
+    supports bfloat16, or a CPU that reports AVX-512 BF16 or AMX-BF16 (:func:`cpu_info`) while
+    oneDNN may use them (``$ONEDNN_MAX_CPU_ISA`` not capped at AVX2 or below). CPUs without them
+    (AVX2-only ones, say) emulate bfloat16, which is slower than float32, so there ``"auto"``
+    stays float32. The result is what a notebook records and passes on."""
     if isinstance(setting, bool):
         return setting
     if setting != "auto":
         raise ValueError(f"amp must be True, False or 'auto', got {setting!r}")
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    return device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["isa"]))
+    return (device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["isa"]))
+            and not _onednn_capped_at_avx2())
 
 
 def memory_format(channels_last: bool, device: torch.device) -> torch.memory_format:
@@ -247,12 +249,16 @@ def memory_format(channels_last: bool, device: torch.device) -> torch.memory_for
         return torch.contiguous_format
     if device.type == "cuda":
         return torch.channels_last
-    if device.type != "cpu" or "avx512f" not in cpu_info()["isa"]:
+    if device.type != "cpu" or "avx512f" not in cpu_info()["isa"] or _onednn_capped_at_avx2():
         return torch.contiguous_format
-    # caps at AVX2 or below: SSE41, AVX, AVX2, AVX2_VNNI, AVX2_VNNI_2 (not AVX512_*, AVX10_*, ALL)
+    return torch.channels_last
+
+
+def _onednn_capped_at_avx2() -> bool:
+    """Whether ``$ONEDNN_MAX_CPU_ISA`` keeps oneDNN at AVX2 or below (SSE41, AVX, AVX2,
+    AVX2_VNNI, AVX2_VNNI_2; not AVX512_*, AVX10_*, ALL or unset)."""
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    avx2_or_lower = cap == "AVX" or cap.startswith(("SSE", "AVX2"))
-    return torch.contiguous_format if avx2_or_lower else torch.channels_last
+    return cap == "AVX" or cap.startswith(("SSE", "AVX2"))
 
 
 def cpu_info() -> dict[str, Any]:

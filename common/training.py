@@ -66,7 +66,7 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     lists/tuples/dicts of those), so :func:`load_checkpoint` refuses to unpickle it."""
 
 
-LR_SCHEDULES = ("constant", "cosine", "wsd")
+LR_SCHEDULES = ("constant", "cosine", "wsd", "linear")
 WSD_DECAY_FRACTION = 0.2
 
 
@@ -85,7 +85,9 @@ def lr_factor(schedule: str, step: int, progress: float, warmup_steps: int = 0) 
     * ``"constant"``: 1;
     * ``"cosine"``: a half cosine ``(1 + cos(pi * progress)) / 2`` from 1 to 0 at ``progress >= 1``;
     * ``"wsd"`` (warm-up, stable, decay): 1 until the last ``WSD_DECAY_FRACTION`` of the budget,
-      then linearly to 0 at ``progress >= 1``.
+      then linearly to 0 at ``progress >= 1``;
+    * ``"linear"``: ``1 - progress``, linearly from 1 to 0 (with a short warm-up close to the
+      triangular schedule of airbench, K. Jordan 2024, arXiv:2404.00498).
     """
     check_lr_schedule(schedule)
     warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
@@ -94,6 +96,8 @@ def lr_factor(schedule: str, step: int, progress: float, warmup_steps: int = 0) 
         return warm * 0.5 * (1.0 + math.cos(math.pi * p))
     if schedule == "wsd":
         return warm * min(1.0, (1.0 - p) / WSD_DECAY_FRACTION)
+    if schedule == "linear":
+        return warm * (1.0 - p)
     return warm
 
 

@@ -99,8 +99,10 @@ def test_lr_schedule_is_the_studys():
     assert all(math.isclose(v, 0.001) for v in lrs[20:])
 
 
-def test_full_profile_dry_run(capsys):
-    """The full profile (ResNet-18) builds and takes one training step on CPU."""
+def test_full_profile_dry_run(capsys, monkeypatch):
+    """The full profile (ResNet-18) builds and takes one training step on CPU (one step: the
+    refusal of long full-profile runs on a CPU is lifted for it)."""
+    monkeypatch.setenv("REPRO_ALLOW_LONG", "1")
     assert ic.main(["--profile", "full", "--dry-run"]) == 0
     assert "11,173,962 parameters" in capsys.readouterr().out
 
@@ -125,16 +127,26 @@ TINY = ic.TrainConfig(width=4, blocks=(1,), stem_stride=2, epochs=3, lr_mileston
                       batch_size=32, bf16=False, channels_last=False, ckpt_every=1)
 
 
-def test_interrupted_run_resumes_to_identical_result(tmp_path):
+# the cpu profile's family: airbench-style net, Nesterov, warm-up + linear decay, bf16 where native
+TINY_AIR = ic.TrainConfig(arch="airnet", width=4, epochs=3, lr=0.2, lr_milestones=(),
+                          lr_schedule="linear", warmup_epochs=1.0, nesterov=True, batch_size=64,
+                          crop_pad=2, bf16="auto", channels_last=True, ckpt_every=1)
+
+
+@pytest.mark.parametrize("tcfg,name", [(TINY, "CB-focal γ=1 β=0.999"), (TINY_AIR, "DRW β=0.9999")],
+                         ids=["resnet-step", "airnet-linear-drw"])
+def test_interrupted_run_resumes_to_identical_result(tmp_path, tcfg, name):
+    """Stopped after epoch 1 and resumed: the same numbers as one uninterrupted run (per-step
+    learning rates and DRW's switch at epoch 3 of 3 included)."""
     split = _tiny_split()
-    spec = losses.study_configs()["CB-focal γ=1 β=0.999"]
+    spec = losses.all_configs()[name]
     dev = torch.device("cpu")
-    ref = ic.train_one("cbf", spec, TINY, split, 3, dev, show_progress=False)
+    ref = ic.train_one("cbf", spec, tcfg, split, 3, dev, show_progress=False)
     ck = tmp_path / "run.pt"
-    assert ic.train_one("cbf", spec, TINY, split, 3, dev, ckpt_path=ck, max_epochs_per_call=1,
+    assert ic.train_one("cbf", spec, tcfg, split, 3, dev, ckpt_path=ck, max_epochs_per_call=1,
                         show_progress=False) is None
     assert ck.exists()
-    got = ic.train_one("cbf", spec, TINY, split, 3, dev, ckpt_path=ck, show_progress=False)
+    got = ic.train_one("cbf", spec, tcfg, split, 3, dev, ckpt_path=ck, show_progress=False)
     assert got is not None and not ck.exists()
     assert got["final"] == ref["final"] and got["confusion"] == ref["confusion"]
     assert [h["train_loss"] for h in got["history"]] == [h["train_loss"] for h in ref["history"]]
@@ -186,7 +198,7 @@ def test_sweep_rerun_at_another_lr_does_not_resume_the_old_checkpoint(tmp_path):
     assert [h["lr"] for h in rec["history"]] == [t2.lr_at(e) for e in (1, 2, 3)]
     assert rec["train"]["lr"] == 0.02 and ck.exists()       # the lr-0.1 checkpoint is kept
     assert ic.fingerprint("CE", losses.study_configs()["CE"], TINY, 0,
-                          _tiny_split().info) in ck.name
+                          _tiny_split().info, torch.device("cpu")) in ck.name
 
 
 def test_sweep_with_fewer_epochs_than_the_checkpoint_trains_afresh(tmp_path):
@@ -226,3 +238,145 @@ def test_paired_difference_and_study_consistency():
     assert math.isclose(rows[1]["all (implied by groups)"], 74.27, abs_tol=0.01)
     assert ic.fmt_pm(1.0, float("nan"), 1) == "1.00 (1 seed)"
     assert ic.fmt_pm(float("nan"), float("nan"), 0) == "not run"
+
+
+# --------------------------------------------------------------------------- the cpu profile's net
+def test_airnet_layout_and_parameter_count():
+    from common import fastnet
+
+    m = fastnet.AirNet(width=32)
+    # by hand: stem conv 3·24·2² + BN 2·24; a group c->d: 9cd + 9d² + 2·2d (BNs); fc 128·10
+    group = lambda c, d: 9 * c * d + 9 * d * d + 4 * d
+    expected = 3 * 24 * 4 + 48 + group(24, 32) + group(32, 128) + group(128, 128) + 128 * 10
+    assert resnet.n_parameters(m) == expected == 498_128
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert [g.conv1.out_channels for g in m.groups] == [32, 128, 128]
+    with pytest.raises(ValueError, match="32x32"):
+        m(torch.randn(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="width"):
+        fastnet.AirNet(width=0)
+    assert isinstance(ic.build_model(ic.CONFIGS["cpu"]["train"], torch.device("cpu")), fastnet.AirNet)
+    assert isinstance(ic.build_model(ic.CONFIGS["full"]["train"], torch.device("cpu")),
+                      resnet.CifarResNet)
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero_per_step():
+    t = ic.TrainConfig(epochs=4, lr=0.4, lr_schedule="linear", warmup_epochs=1.0)
+    n = 10
+    lrs = [t.lr_at_step(e, k, n) for e in range(1, 5) for k in range(n)]
+    assert math.isclose(lrs[0], 0.4 * (1 / n) * 1.0)                      # warm-up, first step
+    assert all(a < b for a, b in zip(lrs[:n - 1], lrs[1:n]))                  # rising in epoch 1
+    assert all(a > b for a, b in zip(lrs[n:], lrs[n + 1:]))                   # then falling
+    assert math.isclose(lrs[-1], 0.4 * (1 - (4 * n - 1) / (4 * n)))          # 0.4/40 at the end
+    assert math.isclose(lrs[2 * n], 0.4 * (1 - 2 * n / (4 * n)))             # halfway: half
+    step = ic.TrainConfig()
+    assert step.lr_at_step(16, 3, n) == step.lr_at(16)                        # the study's, per epoch
+    with pytest.raises(ValueError, match="lr_schedule"):
+        ic.TrainConfig(lr_schedule="triangle")
+    with pytest.raises(ValueError, match="arch"):
+        ic.TrainConfig(arch="vgg")
+
+
+def test_scaled_epochs_doubles_the_schedule():
+    t2 = ic.scaled_epochs(ic.TrainConfig(), 2)
+    assert t2.epochs == 50 and t2.lr_milestones == (30, 40)
+    assert ic.scaled_epochs(ic.CONFIGS["cpu"]["train"], 2).epochs == 2 * ic.CONFIGS["cpu"]["train"].epochs
+    with pytest.raises(ValueError, match="factor"):
+        ic.scaled_epochs(ic.TrainConfig(), 0)
+
+
+def test_numerics_enter_the_fingerprint_and_the_record():
+    dev = torch.device("cpu")
+    spec = losses.all_configs()["CE"]
+    num = ic.numerics(TINY_AIR, dev)
+    assert set(num) == {"bf16_autocast", "memory_format", "device_type"}
+    assert ic.numerics(TINY, dev) == {"bf16_autocast": False, "memory_format": "contiguous",
+                                      "device_type": "cpu"}
+    assert ic.fingerprint("CE", spec, TINY, 0, {}, dev) != ic.fingerprint("CE", spec, TINY, 0, {})
+    rec = ic.train_one("CE", spec, ic.TrainConfig(**{**TINY_AIR.__dict__, "epochs": 1}),
+                       _tiny_split(), 0, dev, show_progress=False)
+    assert rec["numerics"] == num and rec["spec"]["kind"] == "ce"
+
+
+# --------------------------------------------------------------------------- sweep plan and status
+def test_sweep_plan_gives_key_configs_every_seed_others_the_first():
+    plan = ic.sweep_plan(["CE", "focal γ=1", "CB-softmax β=0.999"], [0, 1, 2],
+                         key_configs=["CE", "CB-softmax β=0.999"])
+    assert plan == [("CE", 0), ("focal γ=1", 0), ("CB-softmax β=0.999", 0),
+                    ("CE", 1), ("CB-softmax β=0.999", 1), ("CE", 2), ("CB-softmax β=0.999", 2)]
+    assert len(ic.sweep_plan(["a", "b"], [0, 1])) == 4                     # default: all seeds
+    cpu = ic.CONFIGS["cpu"]
+    assert set(cpu["key_configs"]) <= set(cpu["configs"]) and set(cpu["curve_configs"]) <= set(cpu["configs"])
+    assert cpu["budget_s"] is None                                           # fixed epochs, no clock
+
+
+def test_a_sweep_stopped_early_is_recorded_unfinished(tmp_path):
+    """max_epochs_per_call stops the run: metrics say finished false, which make reproduce
+    treats as unfinished (exit 3); once resumed to the end, finished true."""
+    from common import reproduce
+
+    split, dev = _tiny_split(), torch.device("cpu")
+    cfg = {"configs": ["CE", "focal γ=1"], "key_configs": ["CE"], "seeds": [0, 1],
+           "curve_configs": ["CE"], "curve_factor": 2}
+    t = ic.TrainConfig(**{**TINY.__dict__, "epochs": 2, "lr_milestones": ()})
+    kw = dict(show_progress=False, verbose=False)
+    stopped = ic.run_profile(cfg, t, split, dev, tmp_path / "runs", max_epochs_per_call=1, **kw)
+    status = ic.sweep_status(stopped)
+    assert status["finished"] is False and status["sweeps"]["main"]["pending"] == [
+        "CE|seed0", "focal γ=1|seed0", "CE|seed1"]
+    assert status["sweeps"]["curves"]["pending"] == ["CE|seed0"]
+    written = {"metrics": {"finished": status["finished"], "sweep": status}}
+    assert "metrics.metrics" in reproduce.unfinished_parts(written)
+    done = ic.run_profile(cfg, t, split, dev, tmp_path / "runs", **kw)
+    assert ic.sweep_status(done) == {"finished": True, "sweeps": {
+        "main": {"finished": True, "runs_finished": 3, "pending": []},
+        "curves": {"finished": True, "runs_finished": 1, "pending": []}}}
+    assert not reproduce.unfinished_parts({"metrics": {"sweep": ic.sweep_status(done)}})
+    assert done["curves"].records[("CE", 0)]["train"]["epochs"] == 4           # twice the epochs
+    assert (tmp_path / "runs" / ic.CURVES_SUBDIR / "ce_seed0.json").exists()
+    assert json.loads((tmp_path / "runs" / "ce_seed0.json").read_text())["train"]["epochs"] == 2
+
+
+# --------------------------------------------------------------------------- targets and verdict
+def _claim_records(gains_min, gains_all, ce=(88.0, 50.0)):
+    """CE and the claim on len(gains_min) seeds: the claim's minority / all are CE's plus the
+    given paired gains (majority follows from All = 0.7 majority + 0.3 minority)."""
+    rec = {}
+    for s, (gm, ga) in enumerate(zip(gains_min, gains_all)):
+        maj, mino = ce[0] + s * 0.1, ce[1] + s * 0.5
+        allv = 0.7 * maj + 0.3 * mino
+        rec[("CE", s)] = {"final": {"majority": maj, "minority": mino, "all": allv}}
+        rec[(ic.CLAIM, s)] = {"final": {"majority": (allv + ga - 0.3 * (mino + gm)) / 0.7,
+                                        "minority": mino + gm, "all": allv + ga}}
+    return rec
+
+
+def test_targets_are_checked_from_the_runs():
+    rows = ic.targets(_claim_records([12.0, 15.0, 11.0], [0.5, -0.5, 0.2]), [0, 1, 2])
+    assert [r["met"] for r in rows] == [True, True, True, True]
+    assert "+12.00, +15.00, +11.00" in rows[2]["measured"]
+    rows = ic.targets(_claim_records([12.0, 9.0, 11.0], [-1.5, -2.0, -1.0], ce=(70.0, 30.0)),
+                      [0, 1, 2])
+    assert [r["met"] for r in rows] == [False, False, False, False]  # CE too weak; one seed < 10
+    rows = ic.targets(_claim_records([12.0, 15.0], [0.0, 0.0]), [0, 1, 2])
+    assert rows[2]["met"] is None and rows[3]["met"] is None         # a seed missing: not judged
+
+
+def test_verdict_effect_shown_only_with_interval_above_zero_and_no_significant_all_loss():
+    rec = _claim_records([12.0, 15.0, 11.0], [0.5, -0.5, 0.2])
+    status, why = ic.verdict(rec, reduced=True, finished=True)
+    assert status == "effect shown (reduced)"
+    assert why.startswith(f"{ic.CLAIM} raises minority accuracy over CE: +12.7 points (95 % CI ")
+    assert "higher on 3/3 seeds" in why and "not shown" not in why
+    assert ic.verdict(rec, reduced=False, finished=True)[0] == "reproduced"
+    status, why = ic.verdict(rec, reduced=True, finished=False)
+    assert status == "not shown (reduced)" and "did not finish" in why
+    noisy = _claim_records([12.0, -9.0, 3.0], [0.0, 0.1, 0.0])
+    status, why = ic.verdict(noisy, reduced=True, finished=True)
+    assert status == "not shown (reduced)" and "interval is not above 0" in why and "2/3" in why
+    costly = _claim_records([12.0, 15.0, 11.0], [-3.0, -3.2, -2.9])
+    status, why = ic.verdict(costly, reduced=True, finished=True)
+    assert status == "not shown (reduced)" and "all-class change is significantly negative" in why
+    assert ic.verdict(costly, reduced=False, finished=True)[0] == "not reproduced"
+    one = {k: v for k, v in rec.items() if k[1] == 0}
+    assert "fewer than 2 paired seeds" in ic.verdict(one, reduced=True, finished=True)[1]

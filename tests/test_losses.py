@@ -196,3 +196,101 @@ def test_study_configs_match_reference_rows():
     assert list(cfgs) == list(CB_STUDY)
     assert len({losses.slug(n) for n in cfgs}) == len(cfgs)  # file names are unique
     assert cfgs["balanced CE"].balanced_data and not cfgs["CE"].balanced_data
+
+
+# --------------------------------------------------------------------------- logit adjustment, DRW
+def test_log_prior_and_logit_adjusted_loss_by_hand():
+    """Menon et al. 2021: CE on z + τ log π, π_y = n_y / Σ n; τ = 0 is plain CE."""
+    z, y = _batch()
+    prior = torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS)
+    torch.testing.assert_close(losses.log_prior(COUNTS), torch.log(prior).float())
+    for tau in (0.5, 1.0, 2.0):
+        adj = z.double() + tau * torch.log(prior)
+        ref = (torch.logsumexp(adj, 1) - adj.gather(1, y[:, None]).squeeze(1)).mean()
+        got = losses.logit_adjusted_loss(z, y, losses.log_prior(COUNTS), tau)
+        assert got.dtype == torch.float32
+        assert math.isclose(float(got), float(ref), rel_tol=1e-5), tau
+    assert torch.allclose(losses.logit_adjusted_loss(z, y, losses.log_prior(COUNTS), 0.0),
+                          F.cross_entropy(z, y), atol=1e-6)
+    # the shift is per class: a minority label's loss grows, so its logit is pushed up more
+    one = torch.zeros(1, 10)
+    minority, majority = torch.tensor([1]), torch.tensor([0])
+    lp = losses.log_prior(COUNTS)
+    assert losses.logit_adjusted_loss(one, minority, lp) > losses.logit_adjusted_loss(one, majority, lp)
+    with pytest.raises(ValueError, match="tau"):
+        losses.logit_adjusted_loss(z, y, lp, -1.0)
+    with pytest.raises(ValueError, match="weight must be \\[C\\]"):
+        losses.logit_adjusted_loss(z, y, lp[:9])
+
+
+def test_balanced_softmax_is_logit_adjustment_with_tau_1():
+    """Ren et al. 2020: −log(n_y e^{z_y} / Σ_j n_j e^{z_j}), written out in float64."""
+    z, y = _batch(n=128)
+    n = torch.tensor(COUNTS, dtype=torch.float64)
+    e = n * torch.exp(z.double())
+    ref = -torch.log(e.gather(1, y[:, None]).squeeze(1) / e.sum(1)).mean()
+    got = losses.LossSpec("logit_adjusted", tau=1.0).build(COUNTS)(z, y)
+    assert math.isclose(float(got), float(ref), rel_tol=1e-5)
+    assert losses.extra_configs()["logit-adjusted τ=1"] == losses.LossSpec("logit_adjusted", tau=1.0)
+
+
+def test_drw_is_plain_ce_until_the_stated_epoch_then_cb_weighted_mean():
+    """Cao et al. 2019: CE for ⌊0.8·epochs⌋ epochs, then CE weighted by CB(β) weights."""
+    assert losses.drw_start_epoch(200, 0.8) == 161       # Cao et al.: re-weighting after epoch 160
+    assert losses.drw_start_epoch(25, 0.8) == 21         # the study's schedule: its last lr stage
+    assert losses.drw_start_epoch(10, 0.8) == 9
+    z, y = _batch()
+    spec = losses.extra_configs()["DRW β=0.9999"]
+    w = losses.class_balanced_weights(COUNTS, 0.9999)
+    per = F.cross_entropy(z, y, reduction="none")
+    for epoch in (1, 8):
+        torch.testing.assert_close(spec.build(COUNTS, epoch=epoch, epochs=10)(z, y), per.mean())
+    for epoch in (9, 10):
+        torch.testing.assert_close(spec.build(COUNTS, epoch=epoch, epochs=10)(z, y),
+                                   (w[y] * per).sum() / w[y].sum())
+    assert torch.equal(spec.weights(COUNTS), w)
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="defer"):
+            losses.drw_start_epoch(10, bad)
+    with pytest.raises(ValueError, match="epochs"):
+        losses.drw_start_epoch(0, 0.8)
+
+
+def test_new_loss_specs_validate_their_fields():
+    with pytest.raises(ValueError, match="tau is needed"):
+        losses.LossSpec("logit_adjusted")
+    with pytest.raises(ValueError, match="tau is needed"):
+        losses.LossSpec("ce", tau=1.0)
+    with pytest.raises(ValueError, match="tau must be finite"):
+        losses.LossSpec("logit_adjusted", tau=float("nan"))
+    with pytest.raises(ValueError, match="needs beta"):
+        losses.LossSpec("drw", defer=0.8)
+    with pytest.raises(ValueError, match="defer is needed"):
+        losses.LossSpec("drw", beta=0.9999)
+    with pytest.raises(ValueError, match="defer is needed"):
+        losses.LossSpec("cb_softmax", beta=0.9, defer=0.8)
+    with pytest.raises(ValueError, match="defer must lie"):
+        losses.LossSpec("drw", beta=0.9999, defer=1.0)
+    with pytest.raises(ValueError, match="takes no gamma"):
+        losses.LossSpec("logit_adjusted", tau=1.0, gamma=1.0)
+    with pytest.raises(ValueError, match="beta is only used"):
+        losses.LossSpec("logit_adjusted", tau=1.0, beta=0.9)
+    # the older kinds' identity (their run fingerprints) does not gain the new fields
+    assert losses.LossSpec("cb_softmax", beta=0.9).as_dict() == {
+        "kind": "cb_softmax", "gamma": 0.0, "beta": 0.9, "balanced_data": False}
+    assert losses.extra_configs()["DRW β=0.9999"].as_dict()["defer"] == 0.8
+
+
+@pytest.mark.parametrize("name", list(losses.extra_configs()))
+def test_new_losses_refuse_labels_outside_the_classes(name):
+    z, y = _batch()
+    y[3] = 10
+    with pytest.raises(ValueError, match="labels outside"):
+        losses.all_configs()[name].build(COUNTS, epoch=10, epochs=10)(z, y)
+
+
+def test_all_configs_are_the_study_rows_then_the_extras():
+    cfgs = losses.all_configs()
+    assert list(cfgs) == [*losses.study_configs(), *losses.extra_configs()]
+    assert len({losses.slug(n) for n in cfgs}) == len(cfgs)
+    assert losses.slug("logit-adjusted τ=1") == "logit-adjusted_t1"

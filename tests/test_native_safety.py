@@ -14,12 +14,16 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
+from common import runtime
 from common.runtime import REPO_ROOT
 
 ISAS = {"native": None, "avx2": "AVX2"}
 
-# 06: the smoke / cpu / full ResNets through train_one (all its input handling), tiny data.
+# 06: the smoke / cpu networks (airbench-style, bf16 autocast + channels_last where the CPU has
+# AVX-512) and the full ResNet-18 through train_one (all its input handling), tiny data; each
+# prints the memory format it ran in.
 CLASS_BALANCED = """
 import dataclasses, torch
 from common import imbalanced_cifar as ic, losses
@@ -31,14 +35,15 @@ x = torch.randint(0, 256, (len(y), 32, 32, 3), dtype=torch.uint8, generator=g)
 split = ic.SplitData(x, y, x, y, x[:40], y[:40], torch.arange(len(y)), {})
 for profile in ("smoke", "cpu", "full"):
     tcfg = ic.CONFIGS[profile]["train"]
-    if profile == "full":   # the full ResNet-18 and its CUDA switches, a few small steps
+    if profile == "full":   # the full ResNet-18 and its switches, a few small steps
         tcfg = dataclasses.replace(tcfg, batch_size=16, epochs=1, eval_batch=40)
     else:
-        tcfg = dataclasses.replace(tcfg, epochs=2)
+        tcfg = dataclasses.replace(tcfg, epochs=2, batch_size=32)
     for name in ("CE", "CB-focal γ=1 β=0.999"):
-        rec = ic.train_one(name, losses.study_configs()[name], tcfg, split, 0,
+        rec = ic.train_one(name, losses.all_configs()[name], tcfg, split, 0,
                            torch.device("cpu"), show_progress=False)
         assert rec is not None
+    print(profile, tcfg.arch, rec["numerics"]["memory_format"], rec["numerics"]["bf16_autocast"])
 print("ok")
 """
 
@@ -82,7 +87,40 @@ def _check(proc: subprocess.CompletedProcess, isa: str | None) -> None:
 
 @pytest.mark.parametrize("isa", ISAS.values(), ids=ISAS.keys())
 def test_class_balanced_training_steps_do_not_crash(isa):
-    _check(run_isolated(CLASS_BALANCED, isa), isa)
+    proc = run_isolated(CLASS_BALANCED, isa)
+    _check(proc, isa)
+    ran = dict(line.split(" ", 1) for line in proc.stdout.splitlines()[:-1])
+    assert ran["cpu"].startswith("airnet ")                  # the cpu profile's network ran
+    if isa == "AVX2" or "avx512f" not in runtime.cpu_info()["isa"]:
+        assert all("contiguous" in v for v in ran.values()), ran   # never channels_last on AVX2
+        assert all(v.endswith("False") for v in ran.values()), ran  # nor emulated bf16
+    else:
+        assert "channels_last" in ran["cpu"], ran            # the fast path where it is safe
+
+
+@pytest.mark.parametrize("cap,expected", [
+    (None, "channels_last"), ("AVX2", "contiguous"), ("avx2", "contiguous"),
+    ("AVX2_VNNI", "contiguous"), ("SSE41", "contiguous"), ("AVX", "contiguous"),
+    ("AVX512_CORE", "channels_last"), ("AVX512_CORE_AMX", "channels_last"),
+    ("AVX10_1_512", "channels_last")])
+def test_memory_format_channels_last_on_cpu_only_with_avx512_kernels(monkeypatch, cap, expected):
+    """channels_last on an AVX-512 CPU unless oneDNN is capped at AVX2 or below; contiguous on
+    an AVX2-only CPU whatever the cap, and whenever channels_last is not asked for. Same for
+    bf16 autocast ("auto") on a CPU with AMX."""
+    cpu, fmt = torch.device("cpu"), {"channels_last": torch.channels_last,
+                                     "contiguous": torch.contiguous_format}
+    monkeypatch.setattr(runtime, "cpu_info", lambda: {"isa": ["avx2", "fma", "avx512f", "amx_bf16"]})
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert runtime.memory_format(True, cpu) == fmt[expected]
+    assert runtime.memory_format(False, cpu) == torch.contiguous_format
+    # bf16 autocast follows the same cap: oneDNN capped at AVX2 would emulate bfloat16
+    assert runtime.resolve_amp("auto", cpu) is (expected == "channels_last")
+    monkeypatch.setattr(runtime, "cpu_info", lambda: {"isa": ["avx2", "fma"]})   # AVX2-only EPYC
+    assert runtime.memory_format(True, cpu) == torch.contiguous_format
+    assert runtime.memory_format(True, torch.device("cuda")) == torch.channels_last
 
 
 @pytest.mark.parametrize("isa", ISAS.values(), ids=ISAS.keys())

@@ -287,7 +287,7 @@ def test_cosine_schedule_warms_up_and_ends_at_zero_and_binds_the_budget():
             != R.TrainConfig(lr_schedule="cosine", max_train_seconds=2.0).key({}))
     assert R.TrainConfig(max_train_seconds=1.0).key({}) == R.TrainConfig(max_train_seconds=2.0).key({})
     with pytest.raises(ValueError, match="lr_schedule"):
-        R.TrainConfig(lr_schedule="linear")
+        R.TrainConfig(lr_schedule="triangular")
     with pytest.raises(ValueError, match="ema_decay"):
         R.TrainConfig(ema_decay=1.0)
 

@@ -97,8 +97,10 @@ def test_set_threads_env_overrides_and_bad_values_fail(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_memory_format_is_channels_last_only_on_cuda():
+def test_memory_format_is_contiguous_on_avx2_only_cpus(monkeypatch):
+    """(AVX-512 CPUs and $ONEDNN_MAX_CPU_ISA: tests/test_native_safety.py.)"""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(runtime, "cpu_info", lambda: {"isa": ["avx2", "fma"]})
     assert runtime.memory_format(True, cpu) == torch.contiguous_format
     assert runtime.memory_format(False, cuda) == torch.contiguous_format
     assert runtime.memory_format(True, cuda) == torch.channels_last
