@@ -171,10 +171,13 @@ def coverage_notes(device: torch.device) -> list[str]:
     compiled = which("compile")
     return [
         f"channels_last (asked by {which('channels_last')}; 07 always): "
-        + ("a no-op on CPU: runtime.memory_format keeps contiguous NCHW there (oneDNN crashed on "
-           "AVX2-only CPUs with channels_last)" if cpu else "used"),
+        + (f"{'used' if runtime.memory_format(True, device) == torch.channels_last else 'a no-op'}"
+           " on this CPU (runtime.memory_format: channels_last only where oneDNN runs AVX-512 / AMX "
+           "kernels; it crashed on AVX2-only CPUs)" if cpu else "used"),
         f"bf16 autocast (amp) on {device.type}: ran in {which('amp')}; not asked by {which('amp', False)}"
-        + (f"; 06's bf16 ({which('bf16')}) is CUDA-only by design, not exercised here" if cpu else ""),
+        + (f"; 06's bf16 ({which('bf16')}) "
+           f"{'ran' if runtime.resolve_amp('auto', device) else 'is off (no native bf16 here)'}"
+           if cpu else ""),
         f"torch.compile: {'ran in ' + compiled if compiled != 'none' else 'no full profile enables it: none ran'}"
         + (" (on CPU: inductor C++ kernels, no CUDA graphs)" if cpu and compiled != "none" else "")
         + f"; off in {which('compile', False)}",

@@ -750,7 +750,7 @@ def train_flow(model: RealNVP, x_train: torch.Tensor, x_eval: torch.Tensor, cfg:
     averaged weights (the checkpoint keeps both, so training resumes from the trained ones).
     """
     device = device or next(model.parameters()).device
-    fmt = memory_format(cfg.channels_last, device)   # channels_last on CUDA only
+    fmt = memory_format(cfg.channels_last, device)   # CUDA, AVX-512/AMX CPUs
     model.to(device, memory_format=fmt)
     x_train = x_train.to(device)
     x_eval = x_eval[: cfg.eval_size].to(device)
