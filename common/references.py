@@ -41,6 +41,15 @@ SOURCES: dict[str, str] = {
                   "local Nash equilibrium (FID). NeurIPS 2017, arXiv:1706.08500.",
 }
 
+# Where each notebook's headline reference number (the README's "reference" column) comes from.
+HEADLINE_SOURCE: dict[str, str] = {
+    "01": "Kingma et al. 2014, Table 1, M1+TSVM",
+    "02": "Kingma et al. 2014, Table 1",
+    "03": "Kingma et al. 2014, Table 1",
+    "05": "Grathwohl et al. 2018, Table 2",
+    "06": "an unpublished study's single runs",
+}
+
 # Kingma et al. 2014, Table 1: test error (%) on MNIST with N labels; (mean, std or None).
 KINGMA_TABLE1: dict[int, dict[str, tuple[float, float | None] | None]] = {
     100: {"NN": (25.80, None), "CNN": (22.98, None), "TSVM": (16.81, None),

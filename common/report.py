@@ -128,20 +128,35 @@ def tree_mark(prov: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _link(nb: str) -> str:
-    return f"[{nb}](results/{nb}/{nb}.html)"
+    """The executed notebook, which code hosts render as a page (the HTML beside it is for
+    reading locally: a code host shows it as source)."""
+    return f"[{nb}](results/{nb}/{nb}.ipynb)"
+
+
+def reference_of(rec: Mapping[str, Any], row: Mapping[str, Any]) -> str:
+    """The headline's reference number and where it comes from (:data:`references.HEADLINE_SOURCE`
+    by notebook number), e.g. "11.82 (Kingma et al. 2014, Table 1, M1+TSVM)"; "—" without one."""
+    from .references import HEADLINE_SOURCE
+
+    if row.get("paper") is None:
+        return "—"
+    source = HEADLINE_SOURCE.get(str(rec["notebook"])[:2])
+    return _fmt(row["paper"]) + (f" ({source})" if source else "")
 
 
 def headline_table(records: list[dict[str, Any]]) -> str:
-    lines = ["| notebook | headline | published | ours | unit | verdict | profile | device | wall time | commit |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """One row per notebook: its headline quantity, the reference number with its source, ours,
+    the verdict, profile and wall time (device and commit are in :func:`detail_tables`)."""
+    lines = ["| notebook | headline | reference | ours | unit | verdict | profile | wall time |",
+             "|---|---|---|---|---|---|---|---|"]
     for rec in records:
         row, p = headline_row(rec), _prov(rec)
         if row is None:
             continue
         lines.append("| " + " | ".join(_cell(c) for c in [
-            _link(rec["notebook"]), short_quantity(row["quantity"]), _fmt(row.get("paper")),
-            _fmt(row.get("ours")), unit_of(row), _verdict_of(rec) or "—", p["profile"], p["device"],
-            p["wall"], p["commit"]]) + " |")
+            _link(rec["notebook"]), short_quantity(row["quantity"]), reference_of(rec, row),
+            _fmt(row.get("ours")), unit_of(row), _verdict_of(rec) or "—", p["profile"],
+            p["wall"]]) + " |")
     return "\n".join(lines)
 
 
@@ -151,7 +166,7 @@ def detail_tables(records: list[dict[str, Any]]) -> str:
         p = _prov(rec)
         lines = [f"**{rec['notebook']}** · {p['profile']} · {p['device']} · {p['wall']} · "
                  f"commit {p['commit']}", *(["", p["tree"]] if p["tree"] else []), "",
-                 "| quantity | ours | published | unit | note |", "|---|---|---|---|---|"]
+                 "| quantity | ours | reference | unit | note |", "|---|---|---|---|---|"]
         for row in rec.get("summary") or []:
             lines.append("| " + " | ".join(_cell(c) for c in [
                 short_quantity(row["quantity"]), _fmt(row.get("ours")), _fmt(row.get("paper")),

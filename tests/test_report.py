@@ -26,9 +26,13 @@ def test_headline_and_detail_layout(tmp_path):
     head, detail = text.split("<details>", 1)
     rows = [l for l in head.splitlines() if l.startswith("| [")]
     assert len(rows) == 2                                    # one row per notebook
-    assert rows[0].startswith("| [01_new](results/01_new/01_new.html) | M1+SVC test error, N=100 | "
-                              "11.82 | 18.1 | % error | partly reproduced | cpu (reduced) |")
-    assert "| M2 test error, N=100 | 11.97 | 27.9 | % error | — |" in rows[1]   # first row, no verdict
+    # the executed notebook is linked (code hosts render it); the reference names its source
+    assert rows[0] == ("| [01_new](results/01_new/01_new.ipynb) | M1+SVC test error, N=100 | "
+                       "11.82 (Kingma et al. 2014, Table 1, M1+TSVM) | 18.1 | % error | "
+                       "partly reproduced | cpu (reduced) | 10.0 min |")
+    assert "| M2 test error, N=100 | 11.97 (Kingma et al. 2014, Table 1) | 27.9 | % error | — |" in rows[1]
+    assert "commit" not in head and "cpu (" not in head.replace("cpu (reduced)", "")   # details only
+    assert detail.count("· commit ") == 2 and detail.count("| quantity | ours | reference |") == 2
     assert head.count("10.0 min") == 2 and detail.count("10.0 min") == 2     # once per notebook
     assert "| CE minority test accuracy | 1 | 50.4 | % accuracy |" in detail
     for line in detail.splitlines():
@@ -63,3 +67,18 @@ def test_paired_errors_pairs_draws_by_position():
     assert abs(rows[3000]["ours"] - 14.63 / 3) < 1e-9 and rows[3000]["diff"] < 0
     with pytest.raises(ValueError, match="same non-zero number"):
         report.paired_errors({100: [1.0, 2.0]}, {100: [1.0]})
+
+
+def test_readme_first_screen_lists_every_notebook_the_commands_and_the_headline_table():
+    """A newcomer's first 60 lines: every notebook of notebooks/, the two commands, and the
+    headline table (the per-notebook details may follow, collapsed)."""
+    from common.runtime import REPO_ROOT
+
+    lines = (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    first = "\n".join(lines[:60])
+    for nb in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert f"(notebooks/{nb.name})" in first, nb.name
+    assert "make test" in first and "make reproduce" in first
+    start = lines.index(report.START)
+    table_end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("|"))
+    assert table_end <= 60, f"the headline table ends at line {table_end}"
