@@ -323,12 +323,16 @@ def refuse_outranked(books: list[Path], profile: str, results_dir: Path) -> None
                 f"publishing: `python -m common.reproduce --scratch DIR ...`")
 
 
-def refresh_readme() -> None:
-    """Regenerate the README's results tables from ``results/`` (after each published notebook)."""
+def refresh_readme(results: Path | None = None) -> None:
+    """Regenerate the results tables of the README beside ``results`` (default ``results/``) from
+    it, after each published notebook: the README and the results it describes always belong to
+    the same folder (a test's temporary ``results/`` never reaches the repository's README)."""
     from . import report
 
-    with filesystem_step("regenerate the results tables of", REPO_ROOT / "README.md"):
-        report.update_readme()
+    results = Path(results) if results is not None else RESULTS_DIR
+    readme = results.parent / "README.md"
+    with filesystem_step("regenerate the results tables of", readme):
+        report.update_readme(readme, results)
 
 
 def unfinished_parts(record: object, path: str = "metrics") -> list[str]:

@@ -21,7 +21,7 @@ UNFINISHED = ("import json, pathlib\n"
 @pytest.fixture
 def no_readme(monkeypatch):
     calls = []
-    monkeypatch.setattr(report, "update_readme", lambda: calls.append(1) or False)
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: calls.append(1) or False)
     return calls
 
 

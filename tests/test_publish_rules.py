@@ -18,7 +18,7 @@ RANKED = ("import json, pathlib\n"
 @pytest.fixture
 def readme_calls(monkeypatch):
     calls: list[int] = []
-    monkeypatch.setattr(report, "update_readme", lambda: calls.append(1) or False)
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: calls.append(1) or False)
     return calls
 
 

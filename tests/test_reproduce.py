@@ -68,7 +68,7 @@ def test_segment_ran_out_exits_3_and_keeps_results(sandbox, monkeypatch):
     from common import report
 
     books, res = sandbox
-    monkeypatch.setattr(report, "update_readme", lambda: False)   # never the real README
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: False)   # never the real README
     book = write_book(books / "95_seg.ipynb", GOOD)
     assert reproduce.main(["--nb", "95", "--profile", "smoke"]) == 0
     write_book(book, "from common.training import SegmentUnfinished\n"
@@ -135,7 +135,7 @@ def readme_states(sandbox, monkeypatch):
     _, res = sandbox
     states: list[list[str]] = []
     monkeypatch.setattr(report, "update_readme",
-                        lambda: states.append(sorted(p.name for p in res.glob("[0-9]*_*")
+                        lambda *a, **k: states.append(sorted(p.name for p in res.glob("[0-9]*_*")
                                                      if not p.name.endswith(".failed"))) or True)
     return states
 
@@ -163,7 +163,7 @@ def test_sigterm_during_publishing_waits_until_results_and_readme_agree(sandbox,
     write_book(books / "73_term.ipynb", GOOD)
     done: list[str] = []
 
-    def readme_killed_midway() -> bool:
+    def readme_killed_midway(*args: object) -> bool:
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(100):                     # a handler would raise within these bytecodes
             threading.Event().wait(0.001)
@@ -218,7 +218,7 @@ def test_unwritable_results_is_one_line_naming_the_path(sandbox, monkeypatch, wh
         monkeypatch.setattr(pathlib.Path, "rename", lambda self, target: fail(target)
                             if pathlib.Path(target).name == "75_ro" else real_rename(self, target))
     else:
-        monkeypatch.setattr(report, "update_readme", lambda: fail(runtime.REPO_ROOT / "README.md"))
+        monkeypatch.setattr(report, "update_readme", lambda *a, **k: fail(runtime.REPO_ROOT / "README.md"))
     with pytest.raises(reproduce.PublishError) as info:
         reproduce.main(["--nb", "75", "--profile", "smoke"])
     message = str(info.value.code)
@@ -284,3 +284,15 @@ def test_05_smoke_with_a_too_short_segment_is_unfinished(tmp_path, monkeypatch):
     with pytest.raises(reproduce.UsageError, match="SEGMENT_SECONDS=0 .*positive number"):
         reproduce.main([*args, "--param", "SEGMENT_SECONDS=0"])
     assert reproduce.main([*args, "--param", "SEGMENT_SECONDS=0.001"]) == reproduce.UNFINISHED_EXIT
+
+
+def test_the_readme_regenerated_is_the_one_beside_the_results_published(sandbox, monkeypatch):
+    """refresh_readme writes the README of the folder whose results/ it reads, so a run into a
+    temporary results/ can never rewrite the repository's README with its rows."""
+    from common import report
+
+    _, res = sandbox
+    calls = []
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: calls.append(a) or True)
+    reproduce.refresh_readme(res)
+    assert calls == [(res.parent / "README.md", res)]
