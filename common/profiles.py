@@ -187,6 +187,34 @@ def svc_errors(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tenso
     return errors, seconds
 
 
+def tsvm_errors(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor,
+                y_test: torch.Tensor, n_labels: Sequence[int], draws: Sequence[int],
+                n_unlabelled: int | None = None, **kw: Any
+                ) -> tuple[dict[int, list[float]], dict[int, float]]:
+    """M1+TSVM, the paper's baseline (Kingma et al. 2014, Table 1), for notebooks 01 and 03: as
+    :func:`svc_errors` (same balanced label draws ``draws``, RBF kernel, ``C = 10``; ``gamma``
+    "scale" over labelled and unlabelled features together), but
+    each draw's classifier is the one-vs-rest transductive SVM of Joachims (1999),
+    :func:`common.tsvm.feature_tsvm_errors`, trained on the labelled features plus
+    ``n_unlabelled`` other training features (``None``: :data:`common.tsvm.N_UNLABELLED`; a
+    subsample seeded by the draw's seed; ``len(f_train)``: all of them); ``kw`` goes to
+    :func:`common.tsvm.tsvm_ovr`. Returns the test errors (%) per N and the seconds per N."""
+    import time
+
+    from .kingma import labelled_subsets
+    from .tsvm import N_UNLABELLED, feature_tsvm_errors
+
+    n_unl = N_UNLABELLED if n_unlabelled is None else n_unlabelled
+    errors, seconds = {}, {}
+    for n in n_labels:
+        t0 = time.perf_counter()
+        lab = labelled_subsets(y_train.cpu(), n, draws)
+        errors[n], _ = feature_tsvm_errors(f_train, y_train, lab, f_test, y_test,
+                                           n_unlabelled=n_unl, seeds=draws, **kw)
+        seconds[n] = round(time.perf_counter() - t0, 2)
+    return errors, seconds
+
+
 def _short(v: Any) -> str:
     if isinstance(v, Mapping):
         return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
