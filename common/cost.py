@@ -30,7 +30,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import dae, gan, imbalanced_cifar, kingma, profiles, realnvp, resnet, runtime
+from . import dae, gan, imbalanced_cifar, kingma, long_tailed, profiles, realnvp, resnet, runtime
 from .results import atomic_write_bytes, write_generated_table
 
 H100_BF16_DENSE = 989e12
@@ -175,6 +175,20 @@ def full_profile_costs(measure: bool = False) -> list[StepCost]:
         gan.g_loss(D(fake)).backward()
     add("07", f"DCGAN G+D (ch {c7['ch']}), batch {c7['batch_size']}", gan_step,
         c7["gan_steps"] * len(c7["seeds"]) * 2, "steps (DCGAN + cGAN, all seeds)")
+    c8 = long_tailed.CONFIGS["full"]
+    t8 = c8["train"]
+    net8 = resnet.resnet18_cifar(width=t8.width, blocks=t8.blocks, stem_stride=t8.stem_stride)
+    xb8 = torch.randn(t8.batch_size, 3, 32, 32)
+    yb8 = torch.randint(0, 10, (t8.batch_size,))
+    runs = len(imbalanced_cifar.sweep_plan(c8["configs"], c8["seeds"], c8["key_configs"]))
+    n_sel = long_tailed.replica_n_max(c8["n_max"], c8["val_held_out"])
+    steps8 = sum(t8.epochs * (math.ceil(sum(long_tailed.lt_counts(f, c8["n_max"])) / t8.batch_size) * runs
+                              + math.ceil(sum(long_tailed.lt_counts(f, n_sel)) / t8.batch_size)
+                              * len(c8["selection_configs"]) * len(c8["selection_seeds"]))
+                 for f in c8["factors"])
+    add("08", f"ResNet-32 (width {t8.width}, blocks {t8.blocks}), batch {t8.batch_size}",
+        _conv_step(net8, xb8, lambda out: torch.nn.functional.cross_entropy(out, yb8)), steps8,
+        "steps of the full schedule (all factors, configs, seeds, selection runs)")
     return rows
 
 
@@ -196,7 +210,7 @@ def full_tables_digest() -> str:
     notebook can tell when the table it was counted from has changed since (``make cost``)."""
     tables = {"01": profiles.CONFIGS_01, "02": profiles.CONFIGS_02, "03": profiles.CONFIGS_03,
               "04": profiles.CONFIGS_04, "05": realnvp.CONFIGS, "06": imbalanced_cifar.CONFIGS,
-              "07": gan.CONFIGS}
+              "07": gan.CONFIGS, "08": long_tailed.CONFIGS}
     blob = json.dumps({nb: t["full"] for nb, t in tables.items()}, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from . import gan, imbalanced_cifar, profiles, realnvp, reproduce, runtime
+from . import gan, imbalanced_cifar, long_tailed, profiles, realnvp, reproduce, runtime
 from .results import METRICS_FILE, RESULTS_DIR
 
 PROFILE = "dryrun"
@@ -145,10 +145,11 @@ SWITCHES = ("compile", "amp", "bf16", "channels_last")   # the full profiles' sp
 
 
 def switches() -> dict[str, dict[str, Any]]:
-    """:data:`SWITCHES` as every notebook's dryrun entry sets them (06's live in its TrainConfig)."""
+    """:data:`SWITCHES` as every notebook's dryrun entry sets them (06's and 08's live in their
+    TrainConfig)."""
     tables = {"01": profiles.CONFIGS_01, "02": profiles.CONFIGS_02, "03": profiles.CONFIGS_03,
               "04": profiles.CONFIGS_04, "05": realnvp.CONFIGS, "06": imbalanced_cifar.CONFIGS,
-              "07": gan.CONFIGS}
+              "07": gan.CONFIGS, "08": long_tailed.CONFIGS}
     out = {}
     for nb, table in tables.items():
         cfg = dict(table[PROFILE])
@@ -175,7 +176,7 @@ def coverage_notes(device: torch.device) -> list[str]:
            " on this CPU (runtime.memory_format: channels_last only where oneDNN runs AVX-512 / AMX "
            "kernels; it crashed on AVX2-only CPUs)" if cpu else "used"),
         f"bf16 autocast (amp) on {device.type}: ran in {which('amp')}; not asked by {which('amp', False)}"
-        + (f"; 06's bf16 ({which('bf16')}) "
+        + (f"; bf16 \"auto\" of {which('bf16')} "
            f"{'ran' if runtime.resolve_amp('auto', device) else 'is off (no native bf16 here)'}"
            if cpu else ""),
         f"torch.compile: {'ran in ' + compiled if compiled != 'none' else 'no full profile enables it: none ran'}"

@@ -39,6 +39,11 @@ SOURCES: dict[str, str] = {
                           "arXiv:1312.6114.",
     "heusel2017": "M. Heusel et al. GANs trained by a two time-scale update rule converge to a "
                   "local Nash equilibrium (FID). NeurIPS 2017, arXiv:1706.08500.",
+    "cui2019": "Y. Cui, M. Jia, T.-Y. Lin, Y. Song, S. Belongie. Class-balanced loss based on "
+               "effective number of samples. CVPR 2019, arXiv:1901.05555, Table 2 (long-tailed "
+               "CIFAR-10, ResNet-32).",
+    "he2016": "K. He, X. Zhang, S. Ren, J. Sun. Deep residual learning for image recognition. "
+              "CVPR 2016, arXiv:1512.03385 (the CIFAR ResNets, sec. 4.2).",
 }
 
 # Where each notebook's headline reference number (the README's "reference" column) comes from.
@@ -48,6 +53,7 @@ HEADLINE_SOURCE: dict[str, str] = {
     "03": "Kingma et al. 2014, Table 1",
     "05": "Grathwohl et al. 2018, Table 2",
     "06": "an unpublished study's single runs",
+    "08": "Cui et al. 2019, Table 2",
 }
 
 # Kingma et al. 2014, Table 1: test error (%) on MNIST with N labels; (mean, std or None).
@@ -89,6 +95,35 @@ CB_STUDY: dict[str, tuple[float, float, float]] = {
     "CB-focal γ=1 β=0.99": (89.42, 60.63, 80.60),
     "CB-focal γ=1 β=0.999": (85.11, 64.70, 78.99),
     "CB-focal γ=1 β=0.9999": (72.40, 62.67, 69.48),
+}
+
+# Cui et al. 2019, Table 2: top-1 test error (%) of ResNet-32 on long-tailed CIFAR-10, per
+# imbalance factor (n_max / n_min; 1 = the full balanced training set). Checked against a text
+# copy of arXiv:1901.05555. "Focal" is the sigmoid-based focal loss of the paper (sec. 4.3), not
+# the softmax form of common.losses. "Class-Balanced" is the best CB loss per column, its loss
+# type, β and γ chosen per column (the paper: "best hyperparameters chosen via cross-validation";
+# the table reports test error, see notebook 08), given in CUI_TABLE2_CB_CHOICE.
+CUI_TABLE2_CIFAR10: dict[str, dict[int, float]] = {
+    "Softmax": {200: 34.32, 100: 29.64, 50: 25.19, 20: 17.77, 10: 13.61, 1: 6.61},
+    "Sigmoid": {200: 34.51, 100: 29.55, 50: 23.84, 20: 16.40, 10: 12.97, 1: 6.36},
+    "Focal (γ=0.5)": {200: 36.00, 100: 29.77, 50: 23.28, 20: 17.11, 10: 13.19, 1: 6.75},
+    "Focal (γ=1.0)": {200: 34.71, 100: 29.62, 50: 23.29, 20: 17.24, 10: 13.34, 1: 6.60},
+    "Focal (γ=2.0)": {200: 35.12, 100: 30.41, 50: 23.48, 20: 16.77, 10: 13.68, 1: 6.61},
+    "Class-Balanced": {200: 31.11, 100: 25.43, 50: 20.73, 20: 15.64, 10: 12.51},
+}
+# The CB loss behind each "Class-Balanced" entry: (loss type, β, γ); SM = softmax, SGM = sigmoid.
+CUI_TABLE2_CB_CHOICE: dict[int, tuple[str, float, float | None]] = {
+    200: ("SM", 0.9999, None), 100: ("Focal", 0.9999, 1.0), 50: ("Focal", 0.9999, 2.0),
+    20: ("SM", 0.9999, None), 10: ("SGM", 0.9999, None),
+}
+# Later papers on the same long-tailed CIFAR-10 (imbalance 100 and 10), top-1 test error (%);
+# each entry: ({factor: error}, source key, table, checked). checked = False: entered from
+# secondary sources, NOT yet verified against the papers' own tables (their text was not at
+# hand when they were entered): to be verified before they are quoted as more than context.
+LT_CIFAR10_OTHERS: dict[str, tuple[dict[int, float], str, str, bool]] = {
+    "LDAM-DRW": ({100: 22.97, 10: 11.84}, "cao2019", "Table 2", False),
+    "CB Focal (as quoted by Cao et al.)": ({100: 25.43, 10: 12.90}, "cao2019", "Table 2", False),
+    "logit-adjusted loss": ({100: 22.33}, "menon2021", "Table 2", False),
 }
 
 # DeepLearning 0.1 dA tutorial: it publishes figures and run times, but no per-epoch costs or

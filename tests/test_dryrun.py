@@ -12,13 +12,14 @@ import nbformat
 import pytest
 import torch
 
-from common import (dryrun, gan, gen_eval, imbalanced_cifar as ic, kingma, losses, profiles, realnvp,
-                    report, reproduce, runtime)
+from common import (dryrun, gan, gen_eval, imbalanced_cifar as ic, kingma, long_tailed as lt, losses,
+                    profiles, realnvp, report, reproduce, runtime)
 
 from conftest import GOOD, write_book
 
 TABLES = {"01": profiles.CONFIGS_01, "02": profiles.CONFIGS_02, "03": profiles.CONFIGS_03,
-          "04": profiles.CONFIGS_04, "05": realnvp.CONFIGS, "06": ic.CONFIGS, "07": gan.CONFIGS}
+          "04": profiles.CONFIGS_04, "05": realnvp.CONFIGS, "06": ic.CONFIGS, "07": gan.CONFIGS,
+          "08": lt.CONFIGS}
 # The only keys a dryrun entry may change, per notebook: optimiser steps, epochs, evaluation
 # sizes. Listed here on purpose: a new cap (or a key that stops being capped) must be added here.
 CAPPED = {
@@ -30,6 +31,7 @@ CAPPED = {
            "final_eval_n", "invert_n", "sample_grid", "manifold_steps", "classifier", "confidence_n"},
     "06": {"train", "test_per_class"},
     "07": {"clf_epochs", "gan_steps", "eval_every", "sat_steps", "n_eval", "n_curve", "n_nn", "n_arith"},
+    "08": {"train", "test_per_class", "n_val"},
 }
 
 
@@ -73,11 +75,13 @@ def test_dryrun_entry_is_full_except_the_capped_keys(nb):
 def test_nested_caps_shrink_only_steps():
     full, dry = realnvp.CONFIGS["full"]["classifier"], realnvp.CONFIGS["dryrun"]["classifier"]
     assert {k for k in full if full[k] != dry[k]} == {"epochs"} and dry["epochs"] < full["epochs"]
-    t_full, t_dry = ic.CONFIGS["full"]["train"], ic.CONFIGS["dryrun"]["train"]
-    diff = {f.name for f in dataclasses.fields(t_full) if getattr(t_full, f.name) != getattr(t_dry, f.name)}
-    assert diff == {"epochs", "steps_per_epoch"}
-    assert t_dry.epochs < t_full.epochs and t_full.steps_per_epoch is None and t_dry.steps_per_epoch >= 1
-    assert t_dry.compile == t_full.compile and t_dry.bf16 and t_dry.channels_last   # unchanged switches
+    for table in (ic.CONFIGS, lt.CONFIGS):
+        t_full, t_dry = table["full"]["train"], table["dryrun"]["train"]
+        assert type(t_dry) is type(t_full)
+        diff = {f.name for f in dataclasses.fields(t_full) if getattr(t_full, f.name) != getattr(t_dry, f.name)}
+        assert diff == {"epochs", "steps_per_epoch"}
+        assert t_dry.epochs < t_full.epochs and t_full.steps_per_epoch is None and t_dry.steps_per_epoch >= 1
+        assert t_dry.compile == t_full.compile and t_dry.bf16 and t_dry.channels_last   # unchanged switches
 
 
 @pytest.mark.parametrize("nb,keys", [("02", ["schedule"]), ("03", ["schedule", "m2_schedule"])])
@@ -104,7 +108,8 @@ def test_checkpoints_of_a_dryrun_never_go_under_checkpoints(monkeypatch, tmp_pat
     monkeypatch.delenv(runtime.CHECKPOINTS_ENV, raising=False)
     assert runtime.checkpoint_root("full") == runtime.REPO_ROOT / "checkpoints"
     paths = [runtime.checkpoint_root("dryrun"), profiles.kingma_checkpoint("m1", "dryrun", "cpu"),
-             *ic.runs_dirs("dryrun"), gen_eval.checkpoint_dir("07_vae_vs_gan", "dryrun")]
+             *ic.runs_dirs("dryrun"), gen_eval.checkpoint_dir("07_vae_vs_gan", "dryrun"),
+             *lt.runs_dirs("dryrun", 100), *lt.runs_dirs("dryrun", 10, "selection")]
     for p in paths:
         assert not Path(p).resolve().is_relative_to(repo_ckpt), p
     assert runtime.checkpoint_root("dryrun") == runtime.checkpoint_root("dryrun")   # one per process

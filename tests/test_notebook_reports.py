@@ -14,7 +14,7 @@ from common.reproduce import NOTEBOOKS_DIR  # noqa: E402
 
 CITES = {"01": ["kingma2014"], "02": ["kingma2014"], "03": ["kingma2014"], "04": ["dlt_da"],
          "05": ["dinh2016", "grathwohl2018"], "07": ["goodfellow2014", "radford2016", "mirza2014"],
-         "06": ["cb_study"]}
+         "06": ["cb_study"], "08": ["cui2019", "cao2019", "menon2021", "ren2020", "he2016"]}
 
 
 @pytest.mark.parametrize("table", [profiles.CONFIGS_01, profiles.CONFIGS_02, profiles.CONFIGS_03,

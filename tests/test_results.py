@@ -48,7 +48,7 @@ def test_readme_table_generated_from_metrics(tmp_path):
     readme.write_text(f"# x\n{report.START}\nold\n{report.END}\ntail\n")
     assert report.update_readme(readme, res)
     text = readme.read_text()
-    assert "| [04_demo](results/04_demo/04_demo.html) | probe acc | — | 97.5 | % accuracy | — | cpu |" in text
+    assert "| [04_demo](results/04_demo/04_demo.ipynb) | probe acc | — | 97.5 | % accuracy | — | cpu |" in text
     assert "| probe acc | 97.5 | — | % accuracy |" in text and "old" not in text and text.endswith("tail\n")
     assert "2.0 min" in text and "| max \\|x - y\\| |" in text
     assert not report.update_readme(readme, res)  # idempotent
