@@ -55,3 +55,15 @@ def sandbox(tmp_path, monkeypatch):
 
 GOOD = ("import json, pathlib\n"
         "pathlib.Path(OUT_DIR, 'metrics.json').write_text(json.dumps({'profile': PROFILE, 'v': 1}))\n")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP thrashing on a shared 2-core machine (a module
+    opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

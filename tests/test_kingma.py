@@ -12,13 +12,7 @@ from common import kingma as K
 from common.training import NonFiniteError, SegmentUnfinished, segment_over, start_segment, lr_factor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP thrashing on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_m2(likelihood="bernoulli", seeds=(0, 1), n_classes=5, hidden=(7,)):

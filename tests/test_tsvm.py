@@ -12,12 +12,7 @@ from common import tsvm as T
 from common.kingma import labelled_subsets
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: tiny problems, one thread
 
 
 def tilted_clusters(seed: int, n: int = 200):
