@@ -36,6 +36,27 @@ def verdict(status: str, why: str) -> str:
     return f"**Verdict: {status}** — {why.strip()}"
 
 
+def claims_verdict(checks: Sequence[Mapping[str, Any]], reduced: bool) -> tuple[str, str]:
+    """One verdict from a notebook's claim checks, written in its claim cell before the results.
+
+    ``checks``: rows with ``claim`` (what the paper says, short), ``measured`` (this run's
+    number, as text) and ``met`` (True / False; None = not run). Every claim holds: *effect
+    shown (reduced)* for a reduced run, *reproduced* in the paper's setting; otherwise *not
+    shown (reduced)* / *not reproduced*, naming each claim that failed or did not run. Returns
+    ``(status, sentence)``; the sentence names every claim with its number."""
+    if not checks:
+        raise ValueError("no claims to judge")
+    parts = [f"{c['claim']}: {c['measured']} ({'holds' if c['met'] else 'not run' if c['met'] is None else 'fails'})"
+             for c in checks]
+    failed = [c["claim"] for c in checks if c["met"] is not True]
+    if reduced:
+        status = "not shown (reduced)" if failed else "effect shown (reduced)"
+    else:
+        status = "not reproduced" if failed else "reproduced"
+    tail = f" Not shown: {'; '.join(failed)}." if failed else " Every claim holds."
+    return status, "; ".join(parts) + "." + tail
+
+
 def paired_errors(ours: Mapping[Any, Sequence[float]], other: Mapping[Any, Sequence[float]]
                   ) -> dict[Any, dict[str, Any]]:
     """Per key of ``ours`` (e.g. N): errors of two methods on the *same* draws (draw i of ``ours``

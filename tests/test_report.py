@@ -1,4 +1,6 @@
 """The README's generated tables: a compact headline table, then short per-notebook tables."""
+import math
+
 import pytest
 import torch
 
@@ -82,3 +84,14 @@ def test_readme_first_screen_lists_every_notebook_the_commands_and_the_headline_
     start = lines.index(report.START)
     table_end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("|"))
     assert table_end <= 60, f"the headline table ends at line {table_end}"
+
+
+def test_mean_interval_by_hand():
+    from common.stats import mean_interval
+
+    r = mean_interval([1.0, 2.0, 3.0])
+    # mean 2, sd 1, t(0.975, 2) = 4.3027: half-width 4.3027 / sqrt(3) = 2.4841
+    assert r["mean"] == 2.0 and r["std"] == pytest.approx(1.0) and r["n"] == 3
+    assert r["low"] == pytest.approx(2 - 2.4841, abs=1e-3) and r["high"] == pytest.approx(2 + 2.4841, abs=1e-3)
+    one = mean_interval([5.0])
+    assert one["n"] == 1 and math.isnan(one["low"])

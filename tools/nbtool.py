@@ -5,8 +5,9 @@
                                                       # of NBVAL_CHECK_OUTPUT cells, strip the rest
     python tools/nbtool.py check  notebooks/*.ipynb   # exit 1 if a notebook is not clean
 
-Sources in notebooks/ carry no outputs except the deterministic ones nbval compares (cells whose
-source contains ``NBVAL_CHECK_OUTPUT``). ``bless`` computes those with the code in this repo;
+Sources in notebooks/ carry no outputs except the deterministic ones nbval compares (cells tagged
+``nbval-check-output``, which rendered pages do not show, or whose source contains
+``NBVAL_CHECK_OUTPUT``). ``bless`` computes those with the code in this repo;
 nobody types them in.
 """
 from __future__ import annotations
@@ -22,8 +23,11 @@ import nbformat
 MARK = "NBVAL_CHECK_OUTPUT"
 
 
+TAG = "nbval-check-output"   # the same marker as cell metadata: not shown in rendered pages
+
+
 def is_checked(cell: nbformat.NotebookNode) -> bool:
-    return cell.cell_type == "code" and MARK in cell.source
+    return cell.cell_type == "code" and (MARK in cell.source or TAG in cell.metadata.get("tags", ()))
 
 
 def _keep_output(out: nbformat.NotebookNode) -> bool:
