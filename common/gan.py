@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from torch import nn
 
 from .kingma import bernoulli_log_likelihood, gaussian_kl, reparameterise
 from .runtime import code_files, dryrun_of, settings_key
+from .stats import mean_interval
 from .training import (EpochLog, SegmentUnfinished, check_finite, load_checkpoint, save_checkpoint,
                        segment_over)
 
@@ -190,6 +191,11 @@ def g_loss(fake_logits: torch.Tensor, kind: GLoss = "non_saturating") -> torch.T
     raise ValueError(f"kind must be 'non_saturating' or 'saturating', got {kind!r}")
 
 
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on ``device`` when ``enabled`` (:func:`common.runtime.resolve_amp`)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def grad_norm(module: nn.Module) -> torch.Tensor:
     """L2 norm of all parameter gradients of ``module`` (0-d tensor, no host sync)."""
     grads = [p.grad.flatten() for p in module.parameters() if p.grad is not None]
@@ -228,7 +234,8 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
               steps: int, batch_size: int = 128, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
               k: int = 1, loss: GLoss = "non_saturating", seed: int = 0, eval_every: int = 0,
               on_eval: Callable[[int], dict[str, float]] | None = None,
-              memory_format: torch.memory_format = torch.contiguous_format) -> GANHistory:
+              memory_format: torch.memory_format = torch.contiguous_format,
+              amp: bool = False, reuse_fake: bool = True) -> GANHistory:
     """Goodfellow et al.'s Algorithm 1 with Adam: per G step, ``k`` D steps on fresh minibatches.
 
     ``x``: training images ``[N, 1, 28, 28]`` in [-1, 1] on the device; ``y`` labels (only for a
@@ -236,6 +243,13 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
     ``eval_every`` steps (and at the end) ``on_eval(step)`` is called with G in eval mode; its
     dict lands in ``history.evals`` and the time since the last evaluation, without the
     evaluation itself, in ``history.log`` (one row per segment).
+
+    **One G forward per step** (as in the PyTorch DCGAN example): the fake batch of the last D
+    step is generated with gradients, D is updated on it detached, and G's loss is D's (updated)
+    output on the *same* batch; the ``k - 1`` earlier D steps draw their fakes without
+    gradients. ``reuse_fake=False`` draws a fresh batch for G's step instead (two G forwards
+    per step; kept to measure what the reuse buys). ``amp``: the forward passes under bfloat16
+    autocast (losses in float32).
     """
     if steps < 1 or k < 1:
         raise ValueError(f"steps and k must be positive, got steps={steps}, k={k}")
@@ -252,7 +266,12 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
     def fake_batch(n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = sample_noise(n, G.z_dim, gen, dev)
         yf = torch.randint(0, n_cls, (n,), generator=gen, device=dev) if n_cls else None
-        return G(z, yf).contiguous(memory_format=memory_format), yf
+        with autocast(dev, amp):
+            return G(z, yf).contiguous(memory_format=memory_format), yf
+
+    def d_logits(xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+        with autocast(dev, amp):
+            return D(xb, yb).float()
 
     def flush(seg_samples: int) -> None:
         if stats:
@@ -267,19 +286,23 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
     hist.log.start()
     seg_samples = 0
     for step in range(1, steps + 1):
-        for _ in range(k):
+        for i in range(k):
             xr, yr = next(batches)
             xr = xr.contiguous(memory_format=memory_format)
-            with torch.no_grad():
+            if i < k - 1 or not reuse_fake:
+                with torch.no_grad():
+                    xf, yf = fake_batch(len(xr))
+            else:                        # the batch G's step reuses: its one forward this step
                 xf, yf = fake_batch(len(xr))
-            real_logits, fake_logits = D(xr, yr), D(xf, yf)
+            real_logits, fake_logits = d_logits(xr, yr), d_logits(xf.detach(), yf)
             ld = d_loss(real_logits, fake_logits)
             opt_d.zero_grad(set_to_none=True)
             ld.backward()
             opt_d.step()
             seg_samples += len(xr)
-        xf, yf = fake_batch(batch_size)
-        logits_g = D(xf, yf)
+        if not reuse_fake:
+            xf, yf = fake_batch(batch_size)
+        logits_g = d_logits(xf, yf)
         lg = g_loss(logits_g, loss)
         opt_g.zero_grad(set_to_none=True)
         opt_d.zero_grad(set_to_none=True)
@@ -311,10 +334,11 @@ class VAEHistory:
 
 def train_vae(vae: ConvVAE, x: torch.Tensor, *, steps: int, batch_size: int = 128, lr: float = 1e-3,
               seed: int = 0, eval_every: int = 0, on_eval: Callable[[int], dict[str, float]] | None = None,
-              memory_format: torch.memory_format = torch.contiguous_format) -> VAEHistory:
+              memory_format: torch.memory_format = torch.contiguous_format,
+              amp: bool = False) -> VAEHistory:
     """Maximise the ELBO with Adam on dynamically binarised ``x`` (``[N, 1, 28, 28]`` in [0, 1]:
     a fresh Bernoulli draw per minibatch). Same step / evaluation bookkeeping as
-    :func:`train_gan`."""
+    :func:`train_gan`; ``amp``: bfloat16 autocast for the networks, the bound in float32."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     dev = x.device
@@ -328,7 +352,8 @@ def train_vae(vae: ConvVAE, x: torch.Tensor, *, steps: int, batch_size: int = 12
         xb, _ = next(batches)
         xb = torch.bernoulli(xb, generator=gen).contiguous(memory_format=memory_format)
         eps = torch.randn(len(xb), vae.z_dim, generator=gen, device=dev)
-        loss = -vae.elbo(xb, eps).mean()
+        with autocast(dev, amp):
+            loss = -vae.elbo(xb, eps).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -373,6 +398,64 @@ def generate(model: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None,
         xb = model(zb) if y is None else model(zb, y[lo:lo + batch_size])
         out.append((xb + 1) / 2)
     return torch.cat(out).clamp_(0, 1)
+
+
+def step_throughput(x: torch.Tensor, *, ch: int, batch_size: int, steps: int, amp: bool,
+                    memory_format: torch.memory_format, reuse_fake: bool = True, z_dim: int = 100,
+                    seed: int = 0) -> float:
+    """Training images per second of a DCGAN (``ch`` wide) trained ``steps`` G steps on ``x``
+    (``[N, 1, 28, 28]`` in [-1, 1]) with the given levers, after 3 warm-up steps; what notebook
+    07's lever table measures. Wall time of the whole loop, excluding nothing but the warm-up."""
+    torch.manual_seed(seed)
+    G = Generator(z_dim, ch).to(x.device, memory_format=memory_format)
+    D = Discriminator(ch).to(x.device, memory_format=memory_format)
+    xm = x.contiguous(memory_format=memory_format)
+    kw = dict(batch_size=batch_size, seed=seed, memory_format=memory_format, amp=amp, reuse_fake=reuse_fake)
+    train_gan(G, D, xm, steps=3, **kw)
+    hist = train_gan(G, D, xm, steps=steps, **kw)
+    return sum(hist.log.samples) / max(sum(hist.log.seconds), 1e-9)
+
+
+# --------------------------------------------------------------------------- latent arithmetic
+def attribute_direction(z: torch.Tensor, attribute: torch.Tensor, labels: torch.Tensor,
+                        frac: float = 0.1, n_classes: int = 10) -> torch.Tensor:
+    """Radford et al. 2016 (sec. 6.3) vector arithmetic, with several exemplars per concept and
+    the digit averaged out: for every class ``c`` that has at least 10 samples, the mean ``z``
+    of its ``frac`` highest-``attribute`` samples minus the mean ``z`` of its ``frac`` lowest;
+    then the mean of these differences over the classes (each class weighted equally), so
+    that the direction moves the attribute (stroke thickness, say) and no digit in
+    particular. ``z``: ``[N, d]``; ``attribute``, ``labels``: ``[N]``."""
+    if not 0 < frac <= 0.5:
+        raise ValueError(f"frac must be in (0, 0.5], got {frac}")
+    if not len(z) == len(attribute) == len(labels):
+        raise ValueError(f"z, attribute and labels differ in length: {len(z)}, {len(attribute)}, {len(labels)}")
+    diffs = []
+    for c in range(n_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < 10:
+            continue
+        order = idx[torch.argsort(attribute[idx])]
+        m = max(1, int(round(frac * len(order))))
+        diffs.append(z[order[-m:]].mean(0) - z[order[:m]].mean(0))
+    if not diffs:
+        raise ValueError("no class has 10 samples: cannot form an attribute direction")
+    return torch.stack(diffs).mean(0)
+
+
+@torch.no_grad()
+def walk_attribute(model: nn.Module, label: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+                   v: torch.Tensor, alphas: torch.Tensor, attribute: Callable[[torch.Tensor], torch.Tensor]
+                   ) -> dict[str, Any]:
+    """``G(z + alpha v)`` for every start ``z`` (``[B, d]``) and ``alpha``: the images
+    ``[B * len(alphas), 1, 28, 28]`` (row-major: start, then alpha), the mean ``attribute`` per
+    alpha, and per alpha the fraction of starts whose ``label`` (a classifier's predicted digit,
+    say) is the one at ``alphas[0]``."""
+    zz = (z[:, None, :] + alphas.to(z)[None, :, None] * v).reshape(-1, z.shape[1])
+    x = generate(model, zz)
+    pred = label(x).reshape(len(z), len(alphas))
+    kept = (pred == pred[:, :1]).float().mean(0)
+    attr = attribute(x).reshape(len(z), len(alphas)).mean(0)
+    return {"images": x, "alphas": alphas.tolist(), "kept": kept.tolist(), "attribute": attr.tolist()}
 
 
 # --------------------------------------------------------------------------- finished runs, kept
@@ -439,23 +522,110 @@ __all__ = ["Generator", "Discriminator", "ConvVAE", "d_loss", "g_loss", "train_g
            "history_state", "history_from_state", "CONFIGS"]
 
 
+# --------------------------------------------------------------------------- notebook 07's claims
+# The tests of notebook 07's claims, fixed before its results (its claim cell prints them).
+TARGETS: dict[str, Any] = {
+    "grad_ratio": 10.0,         # median G-gradient norm, non-saturating / saturating, every seed
+    "cond_acc": 0.95,           # cGAN: fraction of samples the classifier calls the requested digit
+    "recognisable": {"cgan": 0.90, "dcgan": 0.85},   # confidence >= 0.9 (notebook 05's rule)
+    "coverage_kl": 0.05,        # DCGAN: KL(label histogram || uniform), nats
+    "arith_kept": 0.70,         # latent arithmetic: digit kept at alpha = arith_alpha ...
+    "arith_alpha": 1.0,         # ... while the mean ink rises at every alpha step
+    "flat_rel": 0.10,           # FID curve flattened: last two evaluations within 10 %
+}
+
+
+def claim_checks(per_seed: Mapping[str, Mapping[str, Sequence[float]]], grad_ratios: Sequence[float],
+                 arithmetic: Sequence[Mapping[str, Any]], flat: Mapping[str, bool],
+                 targets: Mapping[str, Any] = TARGETS) -> list[dict[str, Any]]:
+    """Notebook 07's claims against its runs, one row each (``claim``, ``source``,
+    ``measured``, ``met``) for :func:`common.report.claims_verdict`.
+
+    ``per_seed[kind][metric]``: one value per seed (kinds ``dcgan``, ``cgan``, ``vae``; metrics
+    ``sharpness``, ``coverage_kl``, ``cond_acc``, ``recognisable``); ``grad_ratios``: one per
+    seed; ``arithmetic``: per seed, :func:`walk_attribute`'s ``alphas``, ``kept``,
+    ``attribute``; ``flat``: per run, whether its FID curve flattened."""
+    mean = lambda v: sum(v) / len(v)
+    rows = []
+    r = list(grad_ratios)
+    rows.append({"claim": "the saturating G loss's gradient vanishes early, the non-saturating one's does not",
+                 "source": "Goodfellow et al. 2014, sec. 3",
+                 "measured": f"median gradient-norm ratio {min(r):.0f}–{max(r):.0f}x over {len(r)} seeds "
+                             f"(target ≥ {targets['grad_ratio']:g}x on every seed)",
+                 "met": bool(r) and min(r) >= targets["grad_ratio"]})
+    d = [a - b for a, b in zip(per_seed["dcgan"]["sharpness"], per_seed["vae"]["sharpness"])]
+    ci = mean_interval(d)
+    rows.append({"claim": "GAN samples are sharper than the VAE's",
+                 "source": "Goodfellow et al. 2014; Kingma & Welling 2014",
+                 "measured": f"sharpness DCGAN − VAE {ci['mean']:+.4f} (95 % CI {ci['low']:+.4f}..{ci['high']:+.4f}, "
+                             f"{ci['n']} seeds)",
+                 "met": ci["n"] >= 2 and ci["low"] > 0})
+    acc = mean(per_seed["cgan"]["cond_acc"])
+    rows.append({"claim": "a conditional GAN draws the digit it is asked for", "source": "Mirza & Osindero 2014",
+                 "measured": f"conditional accuracy {acc:.3f} (target ≥ {targets['cond_acc']:g})",
+                 "met": acc >= targets["cond_acc"]})
+    kept, mono = [], []
+    for a in arithmetic:
+        i = min(range(len(a["alphas"])), key=lambda j: abs(a["alphas"][j] - targets["arith_alpha"]))
+        kept.append(a["kept"][i])
+        mono.append(all(y > x for x, y in zip(a["attribute"], a["attribute"][1:])))
+    rows.append({"claim": "a latent vector averaged over exemplars changes one attribute (stroke thickness) and keeps the digit",
+                 "source": "Radford et al. 2016, sec. 6.3",
+                 "measured": f"digit kept at alpha {targets['arith_alpha']:g}: {mean(kept):.0%} (target ≥ "
+                             f"{targets['arith_kept']:.0%}); ink rises at every step on {sum(mono)}/{len(mono)} seeds",
+                 "met": bool(kept) and mean(kept) >= targets["arith_kept"] and all(mono)})
+    rec = {k: mean(per_seed[k]["recognisable"]) for k in targets["recognisable"]}
+    names = {"dcgan": "DCGAN", "cgan": "cond. DCGAN", "vae": "VAE"}
+    n_flat = sum(flat.values())
+    rows.append({"claim": "trained generators draw recognisable digits (FID curves flattened)",
+                 "source": "Radford et al. 2016; Mirza & Osindero 2014",
+                 "measured": ", ".join(f"{names[k]} {v:.0%} recognisable (target ≥ {targets['recognisable'][k]:.0%})"
+                                       for k, v in rec.items())
+                             + f"; {n_flat}/{len(flat)} FID curves flattened",
+                 "met": all(v >= targets["recognisable"][k] for k, v in rec.items()) and n_flat == len(flat) > 0})
+    kl = mean(per_seed["dcgan"]["coverage_kl"])
+    rows.append({"claim": "the unconditional GAN covers all ten digits (no mode collapse)",
+                 "source": "Goodfellow et al. 2014, sec. 6; Heusel et al. 2017",
+                 "measured": f"DCGAN coverage KL {kl:.3f} nats (target ≤ {targets['coverage_kl']:g})",
+                 "met": kl <= targets["coverage_kl"]})
+    return rows
+
+
 # --------------------------------------------------------------------------- notebook 07 profiles
 # n_train: training images; ch: G/D width; gan_steps: G steps (the VAE gets as many updates);
-# n_eval: samples per model for FID-MNIST / coverage; n_curve: samples per point of the FID curve.
+# n_eval: samples per model for FID-MNIST / coverage; n_curve: samples per point of the FID curve;
+# n_rec: samples for the recognisable fraction; amp / channels_last: bf16 autocast and the
+# channels-last layout, each only where the device runs it natively and safely
+# (runtime.resolve_amp / runtime.memory_format); levers: the step-time table of notebook 07.
 _SHARED = dict(z_dim=100, lr=2e-4, betas=(0.5, 0.999), k=1,       # DCGAN / Goodfellow et al.
-               vae_lr=1e-3, clf_batch=128, clf_lr=3e-3)
+               vae_lr=1e-3, clf_batch=128, clf_lr=3e-3, n_rec=1_000, amp="auto", channels_last=True)
+
+
+def _levers(ch: int, batch: int, steps: int) -> dict[str, Any]:
+    """The lever table's rows: float32 NCHW with two G forwards per step (this notebook's step
+    before the levers), then one lever added per row; the third row is the profile's own
+    setting, the last two what a wider network or a larger batch would cost."""
+    rows = [dict(name="float32, NCHW, 2 G forwards", ch=ch, batch_size=batch, amp=False, channels_last=False, one_forward=False),
+            dict(name="+ 1 G forward per step", ch=ch, batch_size=batch, amp=False, channels_last=False, one_forward=True),
+            dict(name="+ bf16 autocast + channels_last", ch=ch, batch_size=batch, amp=True, channels_last=True, one_forward=True),
+            dict(name="width x2", ch=2 * ch, batch_size=batch, amp=True, channels_last=True, one_forward=True),
+            dict(name="batch x2", ch=ch, batch_size=2 * batch, amp=True, channels_last=True, one_forward=True)]
+    return {"steps": steps, "rows": rows}
+
+
 CONFIGS: dict[str, dict] = {
     "smoke": dict(n_train=2_000, clf_epochs=1, ch=8, batch_size=32, gan_steps=30, eval_every=15,
                   sat_steps=20, seeds=[0, 1], n_eval=500, n_curve=200, n_nn=100, n_arith=500,
-                  threads=1, **_SHARED),
-    "cpu": dict(n_train=50_000, clf_epochs=3, ch=32, batch_size=64, gan_steps=1_500, eval_every=250,
+                  threads=1, levers=_levers(8, 32, 2), **{**_SHARED, "n_rec": 200}),
+    "cpu": dict(n_train=50_000, clf_epochs=3, ch=32, batch_size=64, gan_steps=10_000, eval_every=1_000,
                 sat_steps=300, seeds=[0, 1, 2], n_eval=10_000, n_curve=1_000, n_nn=500, n_arith=2_000,
-                threads=1, **_SHARED),
+                threads=None, levers=_levers(32, 64, 40), **_SHARED),
     "full": dict(n_train=50_000, clf_epochs=5, ch=64, batch_size=128, gan_steps=25 * 390,
                  eval_every=975, sat_steps=1_000, seeds=[0, 1, 2], n_eval=10_000, n_curve=5_000,
-                 n_nn=1_000, n_arith=5_000, threads=None, **_SHARED),
+                 n_nn=1_000, n_arith=5_000, threads=None, levers=_levers(64, 128, 50), **_SHARED),
 }
 # dryrun (make dryrun): the full entry with a handful of steps and small evaluation samples,
 # nothing else changed (tests/test_dryrun.py).
 CONFIGS["dryrun"] = dryrun_of(CONFIGS["full"], clf_epochs=1, gan_steps=4, eval_every=2, sat_steps=4,
-                              n_eval=500, n_curve=200, n_nn=100, n_arith=500)
+                              n_eval=500, n_curve=200, n_nn=100, n_arith=500, n_rec=200,
+                              levers=_levers(64, 128, 2))

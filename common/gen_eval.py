@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -135,6 +135,29 @@ def predict(model: MnistClassifier, x: torch.Tensor, batch_size: int = 2000) -> 
     model.eval()
     x = as_images(x)
     return torch.cat([model(x[lo:lo + batch_size]).argmax(1) for lo in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def confident_fraction(model: MnistClassifier, x: torch.Tensor, threshold: float = 0.9,
+                       batch_size: int = 2000) -> float:
+    """Fraction of images that the classifier assigns to *some* digit with softmax probability
+    ``>= threshold``: a "recognisable sample" rate (notebook 05 uses the same rule)."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    model.eval()
+    x = as_images(x)
+    top = torch.cat([torch.softmax(model(x[lo:lo + batch_size]).float(), 1).max(1).values
+                     for lo in range(0, len(x), batch_size)])
+    return float((top >= threshold).float().mean())
+
+
+def flattened(values: Sequence[float], rel_tol: float = 0.10) -> bool:
+    """Whether a curve has flattened: its last two values differ by at most ``rel_tol`` of the
+    last one (``|v[-1] - v[-2]| <= rel_tol * |v[-1]|``); False with fewer than two values."""
+    if len(values) < 2:
+        return False
+    a, b = float(values[-2]), float(values[-1])
+    return math.isfinite(a) and math.isfinite(b) and abs(b - a) <= rel_tol * abs(b)
 
 
 def accuracy(model: MnistClassifier, x: torch.Tensor, y: torch.Tensor) -> float:

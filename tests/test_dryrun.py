@@ -30,7 +30,8 @@ CAPPED = {
     "05": {"toy_steps", "mnist_max_steps", "mnist_small_max_steps", "cifar_max_steps", "eval_size",
            "final_eval_n", "invert_n", "sample_grid", "manifold_steps", "classifier", "confidence_n"},
     "06": {"train", "test_per_class"},
-    "07": {"clf_epochs", "gan_steps", "eval_every", "sat_steps", "n_eval", "n_curve", "n_nn", "n_arith"},
+    "07": {"clf_epochs", "gan_steps", "eval_every", "sat_steps", "n_eval", "n_curve", "n_nn", "n_arith",
+           "n_rec", "levers"},
     "08": {"train", "test_per_class", "n_val"},
 }
 
@@ -75,6 +76,8 @@ def test_dryrun_entry_is_full_except_the_capped_keys(nb):
 def test_nested_caps_shrink_only_steps():
     full, dry = realnvp.CONFIGS["full"]["classifier"], realnvp.CONFIGS["dryrun"]["classifier"]
     assert {k for k in full if full[k] != dry[k]} == {"epochs"} and dry["epochs"] < full["epochs"]
+    lv_full, lv_dry = gan.CONFIGS["full"]["levers"], gan.CONFIGS["dryrun"]["levers"]   # 07's lever table
+    assert lv_dry["rows"] == lv_full["rows"] and lv_dry["steps"] < lv_full["steps"]
     for table in (ic.CONFIGS, lt.CONFIGS):
         t_full, t_dry = table["full"]["train"], table["dryrun"]["train"]
         assert type(t_dry) is type(t_full)

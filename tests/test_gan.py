@@ -140,3 +140,117 @@ def test_kept_run_trains_once_then_loads_the_same_model_and_history(tmp_path, mo
     assert gan.run_key(steps=3, ch=4) != gan.run_key(steps=4, ch=4)
     vh = gan.VAEHistory(steps=[1], elbo=[-1.0], evals=[], log=None)
     assert gan.history_from_state(gan.history_state(vh)) == vh
+
+
+@pytest.mark.parametrize("k,reuse,expected", [(1, True, 1), (2, True, 2), (1, False, 2), (2, False, 3)])
+def test_generator_forwards_per_step(k, reuse, expected):
+    """One G forward per G step (the D step's fake batch is reused) unless asked otherwise;
+    k D steps draw k batches, the last of which G's step reuses."""
+    x = torch.rand(128, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.manual_seed(0)
+    G, D = gan.Generator(8, 4), gan.Discriminator(4)
+    calls = []
+    G.register_forward_hook(lambda *a: calls.append(1))
+    gan.train_gan(G, D, x, steps=5, batch_size=16, k=k, reuse_fake=reuse)
+    assert len(calls) == 5 * expected
+
+
+def test_reused_fake_batch_gets_gradient_through_the_updated_d():
+    """G's step with the reused batch equals G's loss on D (after D's step) of that same batch:
+    one step from identical states, reproduced by hand."""
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    torch.manual_seed(0)
+    G, D = gan.Generator(8, 4), gan.Discriminator(4)
+    G2, D2 = gan.Generator(8, 4), gan.Discriminator(4)
+    G2.load_state_dict(G.state_dict()); D2.load_state_dict(D.state_dict())
+    h = gan.train_gan(G, D, x, steps=1, batch_size=16, seed=5)
+    # by hand: same generator stream (batch order first, then noise), one D step, then G's loss
+    gen = torch.Generator().manual_seed(5)
+    order = torch.randperm(64, generator=gen)
+    xr = x[order[:16]]
+    z = gan.sample_noise(16, 8, gen)
+    opt_d = torch.optim.Adam(D2.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    xf = G2(z)
+    ld = gan.d_loss(D2(xr), D2(xf.detach()))
+    opt_d.zero_grad(); ld.backward(); opt_d.step()
+    lg = gan.g_loss(D2(xf))
+    assert h.d_loss[0] == pytest.approx(ld.item(), rel=1e-5)
+    assert h.g_loss[0] == pytest.approx(lg.item(), rel=1e-5)
+
+
+def test_bf16_autocast_training_runs_and_stays_finite():
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.manual_seed(0)
+    h = gan.train_gan(gan.Generator(8, 4), gan.Discriminator(4), x, steps=3, batch_size=16, amp=True)
+    assert all(math.isfinite(v) for v in h.d_loss + h.g_loss)
+    hv = gan.train_vae(gan.ConvVAE(8, 4), (x > 0).float(), steps=3, batch_size=16, amp=True)
+    assert all(math.isfinite(v) for v in hv.elbo)
+
+
+def test_attribute_direction_averages_out_the_class():
+    """z = (attribute-carrying coordinate, class-carrying coordinate): within each class the
+    attribute follows z[:, 0]; the class shifts z[:, 1] and correlates with the attribute
+    across classes. The per-class difference of top and bottom means recovers coordinate 0
+    alone, by hand: top 10 % of 20 = 2 samples."""
+    zs, attr, lab = [], [], []
+    for c in range(3):
+        a = torch.arange(20, dtype=torch.float32)
+        zs.append(torch.stack([a, torch.full((20,), 10.0 * c)], 1))
+        attr.append(a + 100 * c)                 # the class also raises the attribute
+        lab.append(torch.full((20,), c))
+    v = gan.attribute_direction(torch.cat(zs), torch.cat(attr), torch.cat(lab), frac=0.1, n_classes=3)
+    # top two (18, 19) minus bottom two (0, 1): 18 in coordinate 0, 0 in coordinate 1
+    assert torch.allclose(v, torch.tensor([18.0, 0.0]))
+    with pytest.raises(ValueError, match="10 samples"):
+        gan.attribute_direction(torch.zeros(5, 2), torch.zeros(5), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="frac"):
+        gan.attribute_direction(torch.zeros(5, 2), torch.zeros(5), torch.zeros(5), frac=0.9)
+
+
+def test_walk_attribute_counts_kept_digits_and_the_attribute():
+    """A 'generator' that paints z[0] as ink and a 'classifier' whose label is z[0]'s sign:
+    moving along v = (1, 0) raises ink everywhere; the label flips for starts near 0."""
+    class Paint(torch.nn.Module):
+        def forward(self, z):
+            return (z[:, :1, None, None] * torch.ones(1, 1, 28, 28)).clamp(-1, 1)
+
+    def sign(x):
+        return (x.flatten(1).mean(1) > 0.5).long()   # generate() maps [-1, 1] to [0, 1]
+
+    z = torch.tensor([[-0.9, 0.0], [-0.1, 0.0], [0.2, 0.0], [0.5, 0.0]])
+    out = gan.walk_attribute(Paint(), sign, z, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.5]),
+                             lambda x: x.flatten(1).mean(1))
+    assert out["kept"] == [1.0, 0.75]            # only the start at -0.1 crosses 0 at alpha 0.5
+    assert out["attribute"][1] > out["attribute"][0]
+    assert out["images"].shape == (8, 1, 28, 28)
+
+
+def test_claim_checks_and_verdict_name_what_failed():
+    from common import report
+
+    per_seed = {"dcgan": {"sharpness": [0.30, 0.31, 0.32], "coverage_kl": [0.01, 0.02, 0.03],
+                          "recognisable": [0.9, 0.9, 0.9]},
+                "cgan": {"cond_acc": [0.97, 0.98, 0.99], "recognisable": [0.95, 0.95, 0.95]},
+                "vae": {"sharpness": [0.20, 0.20, 0.21]}}
+    arith = [{"alphas": [0.0, 0.5, 1.0], "kept": [1.0, 0.9, 0.8], "attribute": [0.1, 0.12, 0.14]}] * 3
+    flat = {"a": True, "b": True}
+    checks = gan.claim_checks(per_seed, [50, 60, 70], arith, flat)
+    assert [c["met"] for c in checks] == [True] * 6
+    assert report.claims_verdict(checks, reduced=True)[0] == "effect shown (reduced)"
+    assert report.claims_verdict(checks, reduced=False)[0] == "reproduced"
+    # one seed's gradient ratio below 10, the coverage over 0.05, one curve still falling
+    per_seed["dcgan"]["coverage_kl"] = [0.2, 0.2, 0.2]
+    checks = gan.claim_checks(per_seed, [50, 9, 70], arith, {"a": True, "b": False})
+    met = [c["met"] for c in checks]
+    assert met == [False, True, True, True, False, False]
+    status, sentence = report.claims_verdict(checks, reduced=True)
+    assert status == "not shown (reduced)"
+    assert "Not shown: the saturating" in sentence and "covers all ten digits" in sentence.split("Not shown:")[1]
+    assert "9–70x" in sentence        # the measured number is named with its claim
+    # the digit lost at alpha 1, or ink not rising at every step
+    lost = [{"alphas": [0.0, 0.5, 1.0], "kept": [1.0, 0.9, 0.6], "attribute": [0.1, 0.12, 0.14]}] * 3
+    assert gan.claim_checks(per_seed, [50] * 3, lost, flat)[3]["met"] is False
+    flatink = [{"alphas": [0.0, 0.5, 1.0], "kept": [1.0, 0.9, 0.8], "attribute": [0.1, 0.12, 0.12]}] * 3
+    assert gan.claim_checks(per_seed, [50] * 3, flatink, flat)[3]["met"] is False
+    with pytest.raises(ValueError):
+        report.claims_verdict([], reduced=True)

@@ -121,3 +121,27 @@ def test_cached_classifier_trains_saves_then_loads_the_same_model(tmp_path):
     assert torch.equal(first(x), again(x))
     _, other = ge.cached_classifier(x, y, {**cfg, "seed": 1}, tmp_path)
     assert other["key"] != info["key"] and not other["cached"]
+
+
+def test_confident_fraction_by_hand():
+    class Fixed(torch.nn.Module):
+        """Logits by image: mean pixel 0 -> (5, 0) (p = 0.993), else (0.5, 0) (p = 0.62)."""
+        def eval(self):
+            return self
+
+        def forward(self, x):
+            hi = (x.flatten(1).mean(1) == 0).float()
+            return torch.stack([0.5 + 4.5 * hi, torch.zeros_like(hi)], 1)
+
+    x = torch.cat([torch.zeros(3, 1, 28, 28), torch.ones(1, 1, 28, 28)])
+    assert ge.confident_fraction(Fixed(), x, 0.9) == 0.75
+    assert ge.confident_fraction(Fixed(), x, 0.6) == 1.0
+    with pytest.raises(ValueError):
+        ge.confident_fraction(Fixed(), x, 1.0)
+
+
+def test_flattened_curve_rule():
+    assert ge.flattened([300, 120, 110])           # |110 - 120| = 10 <= 11
+    assert not ge.flattened([300, 130, 110])       # 20 > 11
+    assert not ge.flattened([110])
+    assert not ge.flattened([100, float("nan")])
