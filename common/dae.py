@@ -116,3 +116,23 @@ def reconstruction_error(model: DenoisingAutoencoder, x: torch.Tensor, level: fl
 def hidden_codes(model: DenoisingAutoencoder, x: torch.Tensor, batch_size: int = 5000) -> torch.Tensor:
     """Hidden representation of clean inputs, for a linear probe."""
     return torch.cat([model.encode(xb) for (xb,) in DeviceBatches(x, batch_size=batch_size, shuffle=False)])
+
+
+def filter_smoothness(W: torch.Tensor, mask: torch.Tensor, side: int = 28) -> torch.Tensor:
+    """How stroke-like each filter (column of ``W``, ``[side*side, n]``) is: the Pearson
+    correlation between horizontally and vertically adjacent weights, over the neighbour pairs
+    whose two pixels both lie in ``mask`` (``[side, side]`` bool: the pixels the data actually
+    use; MNIST's empty border keeps its initial noise under any training). About 0 for i.i.d.
+    noise (the initialisation), near 1 for smooth strokes or blobs. Returns ``[n]``."""
+    if W.dim() != 2 or W.shape[0] != side * side or tuple(mask.shape) != (side, side):
+        raise ValueError(f"W must be [{side * side}, n] and mask [{side}, {side}], got "
+                         f"{tuple(W.shape)} and {tuple(mask.shape)}")
+    f = W.detach().t().reshape(-1, side, side).double().cpu()
+    m = mask.bool().cpu()
+    mh, mv = m[:, :-1] & m[:, 1:], m[:-1, :] & m[1:, :]
+    a = torch.cat([f[:, :, :-1][:, mh], f[:, :-1, :][:, mv]], 1)
+    b = torch.cat([f[:, :, 1:][:, mh], f[:, 1:, :][:, mv]], 1)
+    if a.shape[1] < 3:
+        raise ValueError("mask leaves fewer than 3 neighbour pairs")
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-300)).float()

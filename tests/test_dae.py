@@ -72,3 +72,23 @@ def test_nan_input_stops_training():
     x[3, 2] = float("nan")
     with pytest.raises(training.NonFiniteError, match="dA cost"):
         dae.train_dae(m, x, 0.0, epochs=1)
+
+
+def test_filter_smoothness_noise_vs_strokes_and_mask():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(784, 4, generator=g) - 0.5             # the initialisation: i.i.d.
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    blob = torch.exp(-((yy - 14) ** 2 + (xx - 10) ** 2) / 20).reshape(784, 1)
+    ramp = (xx + yy).reshape(784, 1)
+    mask = torch.zeros(28, 28, dtype=torch.bool)
+    mask[4:24, 4:24] = True
+    s = dae.filter_smoothness(torch.cat([noise, blob, ramp], 1), mask)
+    assert s.shape == (6,)
+    assert s[:4].abs().max() < 0.2 and s[4] > 0.9 and s[5] > 0.99
+    # the mask decides which pixels count: noise outside it does not lower a smooth filter's score
+    mixed = blob.clone().reshape(28, 28)
+    mixed[:4] = torch.rand(4, 28, generator=g)
+    assert dae.filter_smoothness(mixed.reshape(784, 1), mask)[0] > 0.9
+    assert dae.filter_smoothness(mixed.reshape(784, 1), torch.ones(28, 28, dtype=torch.bool))[0] < 0.9
+    with pytest.raises(ValueError):
+        dae.filter_smoothness(noise, torch.ones(27, 27, dtype=torch.bool))
