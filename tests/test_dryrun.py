@@ -23,7 +23,7 @@ TABLES = {"01": profiles.CONFIGS_01, "02": profiles.CONFIGS_02, "03": profiles.C
 # The only keys a dryrun entry may change, per notebook: optimiser steps, epochs, evaluation
 # sizes. Listed here on purpose: a new cap (or a key that stops being capped) must be added here.
 CAPPED = {
-    "01": {"epochs", "epochs_2d", "eval_every", "n_valid", "n_test"},
+    "01": {"epochs", "epochs_2d", "eval_every", "n_valid", "n_test", "tsvm_n_labels", "tsvm_unlabelled"},
     "02": {"schedule", "eval_every", "sup_epochs", "sty_epochs", "cost_steps", "n_valid", "n_test"},
     "03": {"m1_epochs", "schedule", "m2_schedule", "eval_every", "cost_steps", "n_valid", "n_test"},
     "04": {"epochs", "probe_train", "probe_iter"},
