@@ -289,10 +289,8 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
         for i in range(k):
             xr, yr = next(batches)
             xr = xr.contiguous(memory_format=memory_format)
-            if i < k - 1 or not reuse_fake:
-                with torch.no_grad():
-                    xf, yf = fake_batch(len(xr))
-            else:                        # the batch G's step reuses: its one forward this step
+            # with gradients only for the batch G's step reuses (its one forward this step)
+            with torch.set_grad_enabled(reuse_fake and i == k - 1):
                 xf, yf = fake_batch(len(xr))
             real_logits, fake_logits = d_logits(xr, yr), d_logits(xf.detach(), yf)
             ld = d_loss(real_logits, fake_logits)

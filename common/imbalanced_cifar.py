@@ -44,6 +44,7 @@ import torch
 
 from . import augment, data, fastnet, losses, resnet, runtime, training
 from .results import atomic_write_json
+from .stats import mean_interval
 
 NOTEBOOK = "06_class_balanced_loss"
 MINORITY_CLASSES: tuple[int, ...] = (1, 4, 6)          # automobile, deer, frog
@@ -592,16 +593,8 @@ def paired_difference(records: Mapping[tuple[str, int], Mapping[str, Any]], a: s
     (NaN bounds when n < 2).
     """
     seeds = sorted({s for (n, s) in records if n == a} & {s for (n, s) in records if n == b})
-    d = [records[(a, s)]["final"][group] - records[(b, s)]["final"][group] for s in seeds]
-    m, sd, n = mean_std(d)
-    if n >= 2:
-        from scipy import stats
-
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        lo, hi = m - half, m + half
-    else:
-        lo = hi = float("nan")
-    return {"mean": m, "std": sd, "n": n, "ci_low": lo, "ci_high": hi}
+    d = mean_interval([records[(a, s)]["final"][group] - records[(b, s)]["final"][group] for s in seeds])
+    return {"mean": d["mean"], "std": d["std"], "n": d["n"], "ci_low": d["low"], "ci_high": d["high"]}
 
 
 def study_consistency(rows: Mapping[str, tuple[float, float, float]], n_minority: int = 3000,

@@ -21,8 +21,6 @@ from pathlib import Path
 import nbformat
 
 MARK = "NBVAL_CHECK_OUTPUT"
-
-
 TAG = "nbval-check-output"   # the same marker as cell metadata: not shown in rendered pages
 
 
