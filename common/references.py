@@ -5,6 +5,7 @@ column labelled "paper".
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 SOURCES: dict[str, str] = {
@@ -137,3 +138,15 @@ def cite(key: str) -> str:
         return SOURCES[key]
     except KeyError:
         raise KeyError(f"unknown source {key!r}; known: {sorted(SOURCES)}") from None
+
+
+def short(key: str) -> str:
+    """How a reader names a source in a legend or table: ``"grathwohl2018"`` -> "Grathwohl et
+    al. 2018", ``"kingma_welling2014"`` -> "Kingma & Welling 2014" (the key must be in
+    :data:`SOURCES`; one without a year, e.g. a tutorial, gives its full citation)."""
+    cite(key)
+    m = re.fullmatch(r"([a-z]+)(?:_([a-z]+))?(\d{4})", key)
+    if m is None:
+        return SOURCES[key]
+    first, second, year = m.groups()
+    return f"{first.capitalize()} & {second.capitalize()} {year}" if second else f"{first.capitalize()} et al. {year}"

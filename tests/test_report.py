@@ -95,3 +95,13 @@ def test_mean_interval_by_hand():
     assert r["low"] == pytest.approx(2 - 2.4841, abs=1e-3) and r["high"] == pytest.approx(2 + 2.4841, abs=1e-3)
     one = mean_interval([5.0])
     assert one["n"] == 1 and math.isnan(one["low"])
+
+
+def test_short_citation_names_authors_and_year_never_the_key():
+    from common import references
+
+    assert references.short("grathwohl2018") == "Grathwohl et al. 2018"
+    assert references.short("kingma_welling2014") == "Kingma & Welling 2014"
+    assert references.short("dlt_da") == references.SOURCES["dlt_da"]   # no year: the full citation
+    with pytest.raises(KeyError, match="unknown source"):
+        references.short("nobody2020")
