@@ -230,6 +230,10 @@ def _short(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+# settings whose code name would mean nothing to a reader of the rendered page
+_WORDS = {("lr_schedule", "wsd"): "(constant, then linear to 0 over the last 20 %)"}
+
+
 def summary(cfg: Mapping[str, Any], profile: str, keys: Sequence[str], reduced: bool | None = None,
             width: int = 96) -> str:
     """A few lines naming the active profile, whether it is reduced, and ``keys`` of ``cfg``
@@ -238,11 +242,12 @@ def summary(cfg: Mapping[str, Any], profile: str, keys: Sequence[str], reduced: 
     if unknown:
         raise KeyError(f"summary keys {unknown} not in the config (has {sorted(cfg)})")
     red = is_reduced(profile) if reduced is None else reduced
-    lines = [f"profile {profile}: " + ("REDUCED (not the paper's setting; numbers are not a "
-                                       "reproduction)" if red else "the paper's / tutorial's setting")]
+    lines = [f"profile {profile}: " + ("reduced (a smaller budget than the paper's: the verdict at the end "
+                                       "says which of its claims this run shows)" if red
+                                       else "the paper's / tutorial's setting")]
     line = " "
     for k in keys:
-        item = f" {k}={_short(cfg[k])}"
+        item = f" {k}={_WORDS.get((k, cfg[k]), _short(cfg[k])) if isinstance(cfg[k], str) else _short(cfg[k])}"
         if len(line) + len(item) > width and line.strip():
             lines.append(line.rstrip())
             line = " "

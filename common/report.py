@@ -57,6 +57,25 @@ def claims_verdict(checks: Sequence[Mapping[str, Any]], reduced: bool) -> tuple[
     return status, "; ".join(parts) + "." + tail
 
 
+def paired_check(claim: str, ours: Sequence[float], other: Sequence[float], what: str,
+                 unit: str = "points", digits: int = 2) -> dict[str, Any]:
+    """A claim row for :func:`claims_verdict`: ``ours`` lower than ``other`` on the same draws
+    (draw i paired with draw i), met when the 95 % Student-t interval of the mean paired
+    difference ``ours - other`` lies below 0 (:func:`common.stats.mean_interval`; never with
+    fewer than two draws). ``what`` names the difference, e.g. "M2 − labels only"."""
+    from .stats import mean_interval
+
+    if len(ours) != len(other) or not ours:
+        raise ValueError(f"{claim}: need the same non-zero number of draws, got {len(ours)} and {len(other)}")
+    d = mean_interval([a - b for a, b in zip(ours, other)])
+    lower = sum(a < b for a, b in zip(ours, other))
+    f = f"+.{digits}f"
+    measured = (f"{what} {d['mean']:{f}} {unit} (95 % CI {d['low']:{f}}..{d['high']:{f}}, "
+                f"lower on {lower} of {d['n']} draws)")
+    return {"claim": claim, "measured": measured, "met": d["n"] >= 2 and d["high"] < 0,
+            "diff": d, "lower_on": lower}
+
+
 def paired_errors(ours: Mapping[Any, Sequence[float]], other: Mapping[Any, Sequence[float]]
                   ) -> dict[Any, dict[str, Any]]:
     """Per key of ``ours`` (e.g. N): errors of two methods on the *same* draws (draw i of ``ours``

@@ -105,3 +105,14 @@ def test_short_citation_names_authors_and_year_never_the_key():
     assert references.short("dlt_da") == references.SOURCES["dlt_da"]   # no year: the full citation
     with pytest.raises(KeyError, match="unknown source"):
         references.short("nobody2020")
+
+
+def test_paired_check_needs_an_interval_below_zero():
+    win = report.paired_check("a beats b", [1.0, 2.0, 3.0], [2.0, 3.1, 3.9], "a − b")
+    assert win["met"] and win["lower_on"] == 3 and win["diff"]["high"] < 0
+    tie = report.paired_check("a beats b", [1.0, 2.0, 3.0], [1.5, 1.8, 3.2], "a − b")
+    assert not tie["met"] and tie["diff"]["low"] < 0 < tie["diff"]["high"]
+    one = report.paired_check("a beats b", [1.0], [5.0], "a − b")   # one draw: no interval, not met
+    assert not one["met"] and "lower on 1 of 1" in one["measured"]
+    with pytest.raises(ValueError, match="same non-zero number"):
+        report.paired_check("a beats b", [1.0, 2.0], [1.0], "a − b")
