@@ -447,6 +447,21 @@ class SweepResult:
                 f"files, {len(self.trained)} trained now), {len(self.pending)} pending")
 
 
+def describe_reader(res: SweepResult) -> str:
+    """What a rendered page says of a sweep: runs trained now, and runs reused from an earlier
+    render with their own recorded training time (no file or cache words)."""
+    done = f"{len(res.records)} runs finished: {len(res.trained)} trained now"
+    if res.loaded:
+        done += (f", {len(res.loaded)} reused from an earlier render on the same code and settings "
+                 f"({reused_seconds([res]) / 60:.1f} min of training when they ran)")
+    return done + (f"; {len(res.pending)} pending" if res.pending else "")
+
+
+def reused_seconds(results: Iterable[SweepResult]) -> float:
+    """Recorded wall seconds of the runs ``results`` reused rather than trained."""
+    return round(sum(float(r.records[k].get("wall_seconds") or 0.0) for r in results for k in r.loaded), 1)
+
+
 def run_path(runs_dir: Path, name: str, seed: int) -> Path:
     return Path(runs_dir) / f"{losses.slug(name)}_seed{seed}.json"
 
@@ -726,36 +741,34 @@ def targets(records: Records, seeds: Sequence[int], claim: str = CLAIM,
 
 def verdict(records: Records, reduced: bool, finished: bool, claim: str = CLAIM,
             reference: str = REFERENCE) -> tuple[str, str]:
-    """(status, sentence) for notebook 06, in :data:`common.report.VERDICTS`' words.
+    """(status, sentence) for notebook 06 from its claim cell's rule, through
+    :func:`common.report.claims_verdict` (one vocabulary for every notebook).
 
-    Effect shown when ``claim``'s paired minority gain over ``reference`` has its 95 % t interval
-    above 0 and its all-class change is not significantly negative (interval not below 0), in a
-    sweep that finished. Status: ``effect shown (reduced)`` / ``not shown (reduced)`` for a reduced
-    profile, ``reproduced`` / ``not reproduced`` for the study's setting. The sentence names the
-    claim, the gain with its interval and the seeds, and which part failed."""
+    Two claims: ``claim`` raises minority accuracy over ``reference`` (paired 95 % t interval
+    above 0, ≥ 2 seeds), and it does so without costing all-class accuracy (that interval not
+    entirely below 0); a sweep with runs pending adds a failed "the sweep finished". Reduced
+    profiles: ``effect shown (reduced)`` / ``not shown (reduced)``; the study's setting:
+    ``reproduced`` / ``not reproduced``; the sentence names each claim with its number."""
+    from .report import claims_verdict
+
     d_min = paired_difference(records, claim, reference, "minority")
     d_all = paired_difference(records, claim, reference, "all")
     wins = sum(g > 0 for g in _paired_values(records, claim, reference, "minority"))
-    verb = "raises" if d_min["mean"] > 0 else "does not raise"
     ci = lambda d: "n/a" if not math.isfinite(d["ci_low"]) else f"{d['ci_low']:.1f}..{d['ci_high']:.1f}"
-    sentence = (f"{claim} {verb} minority accuracy over {reference}: {d_min['mean']:+.1f} points "
-                f"(95 % CI {ci(d_min)}, higher on {wins}/{d_min['n']} seeds); all-class change "
-                f"{d_all['mean']:+.1f} points (95 % CI {ci(d_all)})")
-    failed = []
+    enough = d_min["n"] >= 2
+    checks = [
+        {"claim": f"{claim} raises minority accuracy over {reference}",
+         "measured": f"{d_min['mean']:+.1f} points (95 % CI {ci(d_min)}, higher on {wins}/{d_min['n']} seeds"
+                     + ("" if enough else "; fewer than 2 paired seeds: no interval") + ")",
+         "met": enough and d_min["ci_low"] > 0},
+        {"claim": "without costing all-class accuracy",
+         "measured": f"all-class change {d_all['mean']:+.1f} points (95 % CI {ci(d_all)})",
+         "met": not (d_all["n"] >= 2 and d_all["ci_high"] < 0)},
+    ]
     if not finished:
-        failed.append("the sweep did not finish (runs pending), so nothing is concluded")
-    if d_min["n"] < 2:
-        failed.append("fewer than 2 paired seeds: no interval")
-    elif not d_min["ci_low"] > 0:
-        failed.append("the minority gain's 95 % interval is not above 0")
-    if d_all["n"] >= 2 and d_all["ci_high"] < 0:
-        failed.append("the all-class change is significantly negative")
-    shown = not failed
-    if reduced:
-        status = "effect shown (reduced)" if shown else "not shown (reduced)"
-    else:
-        status = "reproduced" if shown else "not reproduced"
-    return status, sentence + ("" if shown else "; not shown: " + "; ".join(failed)) + "."
+        checks.append({"claim": "the sweep finished", "met": False,
+                       "measured": "the sweep did not finish (runs pending), so nothing is concluded"})
+    return claims_verdict(checks, reduced)
 
 
 def plot_effective_number(ax_curve, ax_ratio, weight_rows: Mapping[str, torch.Tensor]) -> None:

@@ -143,8 +143,16 @@ def _prov(rec: Mapping[str, Any]) -> dict[str, str]:
     mark, why = tree_mark(prov)
     return {"profile": prov["profile"] + (" (reduced)" if prov.get("reduced") else ""),
             "device": str(prov.get("device", "—")),
-            "wall": f"{prov['wall_time_s'] / 60:.1f} min" if prov.get("wall_time_s") else "—",
+            "wall": (f"{prov['wall_time_s'] / 60:.1f} min" if prov.get("wall_time_s") else "—")
+                    + _reused(rec),
             "commit": str(prov.get("commit") or "—")[:8] + mark, "tree": why}
+
+
+def _reused(rec: Mapping[str, Any]) -> str:
+    """" + N min of reused runs" where a render reused runs trained by an earlier one (06, 08:
+    ``timing.reused_run_seconds``, the reused runs' own recorded wall time)."""
+    sec = (rec.get("timing") or {}).get("reused_run_seconds")
+    return f" + {sec / 60:.1f} min of reused runs" if sec else ""
 
 
 def tree_mark(prov: Mapping[str, Any]) -> tuple[str, str]:

@@ -373,10 +373,22 @@ def test_verdict_effect_shown_only_with_interval_above_zero_and_no_significant_a
     assert status == "not shown (reduced)" and "did not finish" in why
     noisy = _claim_records([12.0, -9.0, 3.0], [0.0, 0.1, 0.0])
     status, why = ic.verdict(noisy, reduced=True, finished=True)
-    assert status == "not shown (reduced)" and "interval is not above 0" in why and "2/3" in why
+    assert status == "not shown (reduced)" and "2/3" in why
+    assert f"Not shown: {ic.CLAIM} raises minority accuracy over CE." in why   # the failed claim, named
     costly = _claim_records([12.0, 15.0, 11.0], [-3.0, -3.2, -2.9])
     status, why = ic.verdict(costly, reduced=True, finished=True)
-    assert status == "not shown (reduced)" and "all-class change is significantly negative" in why
+    assert status == "not shown (reduced)" and "Not shown: without costing all-class accuracy." in why
     assert ic.verdict(costly, reduced=False, finished=True)[0] == "not reproduced"
     one = {k: v for k, v in rec.items() if k[1] == 0}
     assert "fewer than 2 paired seeds" in ic.verdict(one, reduced=True, finished=True)[1]
+
+
+def test_reader_description_counts_reused_training_time():
+    rec = {("CE", 0): {"wall_seconds": 90.0}, ("CE", 1): {"wall_seconds": 30.0}, ("CB", 0): {"wall_seconds": 5.0}}
+    res = ic.SweepResult(rec, loaded=[("CE", 0), ("CE", 1)], trained=[("CB", 0)], pending=[])
+    assert ic.reused_seconds([res, res]) == 240.0
+    text = ic.describe_reader(res)
+    assert text == ("3 runs finished: 1 trained now, 2 reused from an earlier render on the same code and "
+                    "settings (2.0 min of training when they ran)")
+    assert "file" not in text and "pending" not in text
+    assert ic.describe_reader(ic.SweepResult({}, [], [], [("CE", 2)])).endswith("; 1 pending")

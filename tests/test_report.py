@@ -116,3 +116,13 @@ def test_paired_check_needs_an_interval_below_zero():
     assert not one["met"] and "lower on 1 of 1" in one["measured"]
     with pytest.raises(ValueError, match="same non-zero number"):
         report.paired_check("a beats b", [1.0, 2.0], [1.0], "a − b")
+
+
+def test_wall_time_names_the_reused_runs_time(tmp_path):
+    res = tmp_path / "results"
+    results.save_metrics(res / "06_x", "06_x", profile="cpu", seeds=[0], device=torch.device("cpu"),
+                         wall_time_s=120.0, config={}, metrics={}, reduced=True,
+                         summary=[{"quantity": "q", "ours": 1.0, "paper": None, "unit": "%"}],
+                         timing={"reused_run_seconds": 4800.0})
+    text = report.results_table(results.load_all_metrics(res))
+    assert "2.0 min + 80.0 min of reused runs" in text
