@@ -444,7 +444,7 @@ def paper_value(name: str, factor: int) -> tuple[float | None, str]:
     """The published error for configuration ``name`` at ``factor`` and where it comes from:
     CE ↔ Cui et al. Table 2 "Softmax"; focal γ ↔ "Focal (γ)" (sigmoid-based there); a CB
     configuration ↔ "Class-Balanced" only at factors where the paper's best CB loss is that
-    loss type, β and γ; logit-adjusted CE at 100 ↔ Menon et al. (not yet verified). Otherwise
+    loss type, β and γ; logit-adjusted CE at 100 ↔ Menon et al. (marked when not checked against the paper). Otherwise
     ``(None, "")``."""
     t2, choice = references.CUI_TABLE2_CIFAR10, references.CUI_TABLE2_CB_CHOICE
     spec = losses.all_configs().get(name)
