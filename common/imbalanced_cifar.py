@@ -459,7 +459,13 @@ def describe_reader(res: SweepResult) -> str:
 
 def reused_seconds(results: Iterable[SweepResult]) -> float:
     """Recorded wall seconds of the runs ``results`` reused rather than trained."""
-    return round(sum(float(r.records[k].get("wall_seconds") or 0.0) for r in results for k in r.loaded), 1)
+    def seconds(rec: Mapping[str, Any]) -> float:
+        t = rec.get("timing") or {}
+        if t.get("total_seconds") is not None:   # summed over every segment the run took
+            return float(t["total_seconds"]) + float(t.get("eval_seconds_total") or 0.0)
+        return float(rec.get("wall_seconds") or 0.0)
+
+    return round(sum(seconds(r.records[k]) for r in results for k in r.loaded), 1)
 
 
 def run_path(runs_dir: Path, name: str, seed: int) -> Path:
@@ -749,26 +755,20 @@ def verdict(records: Records, reduced: bool, finished: bool, claim: str = CLAIM,
     entirely below 0); a sweep with runs pending adds a failed "the sweep finished". Reduced
     profiles: ``effect shown (reduced)`` / ``not shown (reduced)``; the study's setting:
     ``reproduced`` / ``not reproduced``; the sentence names each claim with its number."""
-    from .report import claims_verdict
+    from .report import claims_verdict, interval_text, unfinished_claim
 
     d_min = paired_difference(records, claim, reference, "minority")
     d_all = paired_difference(records, claim, reference, "all")
     wins = sum(g > 0 for g in _paired_values(records, claim, reference, "minority"))
-    ci = lambda d: "n/a" if not math.isfinite(d["ci_low"]) else f"{d['ci_low']:.1f}..{d['ci_high']:.1f}"
-    enough = d_min["n"] >= 2
     checks = [
         {"claim": f"{claim} raises minority accuracy over {reference}",
-         "measured": f"{d_min['mean']:+.1f} points (95 % CI {ci(d_min)}, higher on {wins}/{d_min['n']} seeds"
-                     + ("" if enough else "; fewer than 2 paired seeds: no interval") + ")",
-         "met": enough and d_min["ci_low"] > 0},
+         "measured": f"{d_min['mean']:+.1f} points ({interval_text(d_min, 1)}, higher on {wins}/{d_min['n']} seeds)",
+         "met": d_min["n"] >= 2 and d_min["ci_low"] > 0},
         {"claim": "without costing all-class accuracy",
-         "measured": f"all-class change {d_all['mean']:+.1f} points (95 % CI {ci(d_all)})",
+         "measured": f"all-class change {d_all['mean']:+.1f} points ({interval_text(d_all, 1)})",
          "met": not (d_all["n"] >= 2 and d_all["ci_high"] < 0)},
     ]
-    if not finished:
-        checks.append({"claim": "the sweep finished", "met": False,
-                       "measured": "the sweep did not finish (runs pending), so nothing is concluded"})
-    return claims_verdict(checks, reduced)
+    return claims_verdict(checks + ([] if finished else [unfinished_claim()]), reduced)
 
 
 def plot_effective_number(ax_curve, ax_ratio, weight_rows: Mapping[str, torch.Tensor]) -> None:

@@ -585,26 +585,23 @@ def verdict(records: Mapping[int, Records], seeds: Sequence[int], cb: Mapping[in
     imbalance 100 has its 95 % t interval entirely below 0 (≥ 2 seeds). The paper's setting adds
     a second: the CB error at 100 within :data:`CE_TARGET_MARGIN` points of the paper's (or lower).
     The difference at imbalance 10 is reported in the sentence, not judged."""
-    from .report import claims_verdict
+    from .report import claims_verdict, interval_text, unfinished_claim
 
     name = cb.get(CLAIM_FACTOR)
     r100 = records.get(CLAIM_FACTOR, {})
     d = paired_error(r100, name, REFERENCE)
     wins, n = _wins(r100, name, REFERENCE) if name else (0, 0)
-    ci = lambda x: "n/a" if not math.isfinite(x["ci_low"]) else f"{x['ci_low']:.1f}..{x['ci_high']:.1f}"
     claim = f"{name or 'CB'} lowers the test error at imbalance {CLAIM_FACTOR} against {REFERENCE}"
     if name is None:
         main = {"claim": claim, "met": None,
                 "measured": "no CB configuration was chosen (selection runs missing)"}
     else:
         main = {"claim": claim,
-                "measured": f"{d['mean']:+.1f} points (95 % CI {ci(d)}, lower on {wins}/{n} seeds"
-                            + ("; fewer than 2 paired seeds: no interval" if d["n"] < 2 else "") + ")",
+                "measured": f"{d['mean']:+.1f} points ({interval_text(d, 1)}, lower on {wins}/{n} seeds)",
                 "met": d["n"] >= 2 and d["ci_high"] < 0}
     checks = [main]
     if not finished:
-        checks.append({"claim": "the sweep finished", "met": False,
-                       "measured": "the sweep did not finish (runs pending), so nothing is concluded"})
+        checks.append(unfinished_claim())
     if not reduced:
         paper_cb = references.CUI_TABLE2_CIFAR10["Class-Balanced"][CLAIM_FACTOR]
         level, _, k = error_stats(r100, seeds, name) if name else (float("nan"), float("nan"), 0)
@@ -616,7 +613,7 @@ def verdict(records: Mapping[int, Records], seeds: Sequence[int], cb: Mapping[in
     if LOW_FACTOR in records and cb.get(LOW_FACTOR):
         d10 = paired_error(records[LOW_FACTOR], cb[LOW_FACTOR], REFERENCE)
         sentence += (f" Reported, not judged: at imbalance {LOW_FACTOR}, {cb[LOW_FACTOR]} − {REFERENCE} "
-                     f"{d10['mean']:+.1f} points (95 % CI {ci(d10)}).")
+                     f"{d10['mean']:+.1f} points ({interval_text(d10, 1)}).")
     return status, sentence
 
 

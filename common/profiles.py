@@ -16,6 +16,7 @@ import torch
 
 from .runtime import REPO_ROOT, is_reduced, show_path  # noqa: F401  (show_path: for the notebooks)
 from .runtime import checkpoint_root, dryrun_of
+from .training import WSD_DECAY_FRACTION
 
 # M1+SVC label draws (seeds of :func:`common.kingma.labelled_subsets`), shared by 01 and 03 so
 # that both report the same M1+SVC numbers for the same M1.
@@ -231,7 +232,7 @@ def _short(v: Any) -> str:
 
 
 # settings whose code name would mean nothing to a reader of the rendered page
-_WORDS = {("lr_schedule", "wsd"): "(constant, then linear to 0 over the last 20 %)"}
+_WORDS = {("lr_schedule", "wsd"): f"(constant, then linear to 0 over the last {WSD_DECAY_FRACTION:.0%})"}
 
 
 def summary(cfg: Mapping[str, Any], profile: str, keys: Sequence[str], reduced: bool | None = None,

@@ -152,4 +152,13 @@ def short(key: str) -> str:
     if m is None:
         return SOURCES[key]
     first, second, year = m.groups()
+    if key in _TWO_AUTHORS:
+        return f"{first.capitalize()} & {_TWO_AUTHORS[key]} {year}"
+    if key in _ONE_AUTHOR:
+        return f"{first.capitalize()} {year}"
     return f"{first.capitalize()} & {second.capitalize()} {year}" if second else f"{first.capitalize()} et al. {year}"
+
+
+# keys whose name alone does not say how many authors the paper has (SOURCES gives them all)
+_TWO_AUTHORS = {"mirza2014": "Osindero"}
+_ONE_AUTHOR = {"jordan2024"}

@@ -15,6 +15,7 @@ notebook, each once per notebook), then one short table per notebook with every 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -57,41 +58,39 @@ def claims_verdict(checks: Sequence[Mapping[str, Any]], reduced: bool) -> tuple[
     return status, "; ".join(parts) + "." + tail
 
 
+def interval_text(d: Mapping[str, Any], digits: int = 2) -> str:
+    """"95 % CI lo..hi" of a :func:`common.stats.mean_interval`-style dict (keys ``low``/``high``
+    or ``ci_low``/``ci_high``), or "no interval (one draw)" when there is none."""
+    lo, hi = d.get("low", d.get("ci_low")), d.get("high", d.get("ci_high"))
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no interval: fewer than 2 paired draws"
+    return f"95 % CI {lo:+.{digits}f}..{hi:+.{digits}f}"
+
+
+def unfinished_claim() -> dict[str, Any]:
+    """The claim row a sweep with runs pending adds: it fails, and nothing else is concluded."""
+    return {"claim": "the sweep finished", "met": False,
+            "measured": "the sweep did not finish (runs pending), so nothing is concluded"}
+
+
 def paired_check(claim: str, ours: Sequence[float], other: Sequence[float], what: str,
                  unit: str = "points", digits: int = 2) -> dict[str, Any]:
     """A claim row for :func:`claims_verdict`: ``ours`` lower than ``other`` on the same draws
     (draw i paired with draw i), met when the 95 % Student-t interval of the mean paired
     difference ``ours - other`` lies below 0 (:func:`common.stats.mean_interval`; never with
-    fewer than two draws). ``what`` names the difference, e.g. "M2 − labels only"."""
+    fewer than two draws). The measured text names the outcome: lower, a tie (the interval
+    covers 0) or higher (the interval lies above 0). ``what`` names the difference."""
     from .stats import mean_interval
 
     if len(ours) != len(other) or not ours:
         raise ValueError(f"{claim}: need the same non-zero number of draws, got {len(ours)} and {len(other)}")
     d = mean_interval([a - b for a, b in zip(ours, other)])
     lower = sum(a < b for a, b in zip(ours, other))
-    f = f"+.{digits}f"
-    measured = (f"{what} {d['mean']:{f}} {unit} (95 % CI {d['low']:{f}}..{d['high']:{f}}, "
-                f"lower on {lower} of {d['n']} draws)")
-    return {"claim": claim, "measured": measured, "met": d["n"] >= 2 and d["high"] < 0,
-            "diff": d, "lower_on": lower}
-
-
-def paired_errors(ours: Mapping[Any, Sequence[float]], other: Mapping[Any, Sequence[float]]
-                  ) -> dict[Any, dict[str, Any]]:
-    """Per key of ``ours`` (e.g. N): errors of two methods on the *same* draws (draw i of ``ours``
-    paired with draw i of ``other``, e.g. the same labelled set): both means, the mean paired
-    difference ``ours - other`` (negative: ours is better) and on how many draws ours is lower.
-    With three draws the count, not a p-value, is what can be said: ``wins == draws`` means
-    ours was better on every draw."""
-    rows = {}
-    for key, a in ours.items():
-        b = other[key]
-        if len(a) != len(b) or not a:
-            raise ValueError(f"{key}: need the same non-zero number of draws, got {len(a)} and {len(b)}")
-        diff = [x - y for x, y in zip(a, b)]
-        rows[key] = {"ours": sum(a) / len(a), "other": sum(b) / len(b), "diff": sum(diff) / len(diff),
-                     "wins": sum(d < 0 for d in diff), "draws": len(diff)}
-    return rows
+    met = d["n"] >= 2 and d["high"] < 0
+    outcome = ("" if d["n"] < 2 else "; lower" if met else "; higher" if d["low"] > 0 else "; a tie")
+    measured = (f"{what} {d['mean']:+.{digits}f} {unit} ({interval_text(d, digits)}, lower on {lower} of "
+                f"{d['n']} draws{outcome})")
+    return {"claim": claim, "measured": measured, "met": met, "diff": d, "lower_on": lower}
 
 
 def _fmt(v: Any) -> str:

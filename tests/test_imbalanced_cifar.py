@@ -380,11 +380,13 @@ def test_verdict_effect_shown_only_with_interval_above_zero_and_no_significant_a
     assert status == "not shown (reduced)" and "Not shown: without costing all-class accuracy." in why
     assert ic.verdict(costly, reduced=False, finished=True)[0] == "not reproduced"
     one = {k: v for k, v in rec.items() if k[1] == 0}
-    assert "fewer than 2 paired seeds" in ic.verdict(one, reduced=True, finished=True)[1]
+    assert "fewer than 2 paired draws" in ic.verdict(one, reduced=True, finished=True)[1]
 
 
 def test_reader_description_counts_reused_training_time():
-    rec = {("CE", 0): {"wall_seconds": 90.0}, ("CE", 1): {"wall_seconds": 30.0}, ("CB", 0): {"wall_seconds": 5.0}}
+    rec = {("CE", 0): {"wall_seconds": 90.0}, ("CB", 0): {"wall_seconds": 5.0},
+           # resumed across segments: its last call's wall time (10 s) undercounts; the timing sums all
+           ("CE", 1): {"wall_seconds": 10.0, "timing": {"total_seconds": 25.0, "eval_seconds_total": 5.0}}}
     res = ic.SweepResult(rec, loaded=[("CE", 0), ("CE", 1)], trained=[("CB", 0)], pending=[])
     assert ic.reused_seconds([res, res]) == 240.0
     text = ic.describe_reader(res)

@@ -222,7 +222,7 @@ def test_verdict_effect_shown_only_with_an_interval_below_zero():
     status, why = lt.verdict(good, seeds, {100: None}, reduced=True, finished=True)
     assert status == "not shown (reduced)" and "no CB configuration was chosen" in why
     one = {100: {k: v for k, v in good[100].items() if k[1] == 0}}
-    assert "fewer than 2 paired seeds" in lt.verdict(one, seeds, cb, reduced=True, finished=True)[1]
+    assert "fewer than 2 paired draws" in lt.verdict(one, seeds, cb, reduced=True, finished=True)[1]
     # the paper's setting: the level counts too (CB error 29.0 %; the paper's 25.43 + 5 points)
     status, why = lt.verdict(good, seeds, cb, reduced=False, finished=True)
     assert status == "reproduced" and "CB error 29.00 % vs the paper's 25.43 %" in why

@@ -60,17 +60,6 @@ def test_short_quantity():
     assert len(s) <= 60 and s.endswith("…")
 
 
-def test_paired_errors_pairs_draws_by_position():
-    rows = report.paired_errors({100: [14.0, 17.0, 12.0], 3000: [4.69, 5.04, 4.90]},
-                                {100: [24.8, 25.7, 27.4], 3000: [4.87, 5.13, 4.81]})
-    assert rows[100]["wins"] == 3 and rows[100]["draws"] == 3
-    assert abs(rows[100]["diff"] - (14 + 17 + 12 - 24.8 - 25.7 - 27.4) / 3) < 1e-9
-    assert rows[3000]["wins"] == 2                       # the third draw loses: 4.90 > 4.81
-    assert abs(rows[3000]["ours"] - 14.63 / 3) < 1e-9 and rows[3000]["diff"] < 0
-    with pytest.raises(ValueError, match="same non-zero number"):
-        report.paired_errors({100: [1.0, 2.0]}, {100: [1.0]})
-
-
 def test_readme_first_screen_lists_every_notebook_the_commands_and_the_headline_table():
     """A newcomer's first 60 lines: every notebook of notebooks/, the two commands, and the
     headline table (the per-notebook details may follow, collapsed)."""
@@ -102,6 +91,8 @@ def test_short_citation_names_authors_and_year_never_the_key():
 
     assert references.short("grathwohl2018") == "Grathwohl et al. 2018"
     assert references.short("kingma_welling2014") == "Kingma & Welling 2014"
+    assert references.short("mirza2014") == "Mirza & Osindero 2014"     # two authors, one in the key
+    assert references.short("jordan2024") == "Jordan 2024"               # a single author
     assert references.short("dlt_da") == references.SOURCES["dlt_da"]   # no year: the full citation
     with pytest.raises(KeyError, match="unknown source"):
         references.short("nobody2020")
@@ -109,11 +100,14 @@ def test_short_citation_names_authors_and_year_never_the_key():
 
 def test_paired_check_needs_an_interval_below_zero():
     win = report.paired_check("a beats b", [1.0, 2.0, 3.0], [2.0, 3.1, 3.9], "a − b")
-    assert win["met"] and win["lower_on"] == 3 and win["diff"]["high"] < 0
+    assert win["met"] and win["lower_on"] == 3 and win["diff"]["high"] < 0 and win["measured"].endswith("; lower)")
     tie = report.paired_check("a beats b", [1.0, 2.0, 3.0], [1.5, 1.8, 3.2], "a − b")
-    assert not tie["met"] and tie["diff"]["low"] < 0 < tie["diff"]["high"]
+    assert not tie["met"] and tie["diff"]["low"] < 0 < tie["diff"]["high"] and "; a tie)" in tie["measured"]
+    worse = report.paired_check("a beats b", [3.0, 4.0, 5.0], [1.0, 2.1, 2.9], "a − b")
+    assert not worse["met"] and "; higher)" in worse["measured"]
     one = report.paired_check("a beats b", [1.0], [5.0], "a − b")   # one draw: no interval, not met
-    assert not one["met"] and "lower on 1 of 1" in one["measured"]
+    assert not one["met"] and "lower on 1 of 1" in one["measured"] and "no interval" in one["measured"]
+    assert "nan" not in one["measured"]
     with pytest.raises(ValueError, match="same non-zero number"):
         report.paired_check("a beats b", [1.0, 2.0], [1.0], "a − b")
 
