@@ -23,10 +23,10 @@ from .results import RESULTS_DIR, load_all_metrics, write_generated_table
 from .runtime import README_TABLE, REPO_ROOT, source_hash_at
 
 START, END = README_TABLE
-# The last two: a reduced run that tests a claim's effect, not the paper's numbers (06's cpu
-# profile: is the paired gain's 95 % interval above 0?).
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "effect shown (reduced)",
-            "not shown (reduced)")
+# One vocabulary for every notebook (claims_verdict): the paper's setting -> reproduced / not
+# reproduced; a reduced run, which tests the claim's effect, not the paper's numbers -> effect
+# shown (reduced) / not shown (reduced).
+VERDICTS = ("reproduced", "not reproduced", "effect shown (reduced)", "not shown (reduced)")
 MAX_QUANTITY = 60
 
 

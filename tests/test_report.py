@@ -19,7 +19,7 @@ def test_headline_and_detail_layout(tmp_path):
     _save(res, "01_new", [
         {"quantity": "M1 test ELBO", "ours": -99.5, "paper": None, "unit": "nats"},
         {"quantity": "M1+SVC test error, N=100", "ours": 18.1, "paper": 11.82, "unit": "% error",
-         "headline": True, "verdict": "partly reproduced", "note": "paper: M1+TSVM"}])
+         "headline": True, "verdict": "not shown (reduced)", "note": "paper: M1+TSVM"}])
     _save(res, "02_old", [   # a metrics.json from before headline/verdict/units existed
         {"quantity": "M2 test error, N=100", "ours": 27.9, "paper": 11.97, "unit": "%"},
         {"quantity": "CE minority test accuracy", "ours": 1.0, "paper": 50.4, "unit": "%"},
@@ -31,7 +31,7 @@ def test_headline_and_detail_layout(tmp_path):
     # the executed notebook is linked (code hosts render it); the reference names its source
     assert rows[0] == ("| [01_new](results/01_new/01_new.ipynb) | M1+SVC test error, N=100 | "
                        "11.82 (Kingma et al. 2014, Table 1, M1+TSVM) | 18.1 | % error | "
-                       "partly reproduced | cpu (reduced) | 10.0 min |")
+                       "not shown (reduced) | cpu (reduced) | 10.0 min |")
     assert "| M2 test error, N=100 | 11.97 (Kingma et al. 2014, Table 1) | 27.9 | % error | — |" in rows[1]
     assert "commit" not in head and "cpu (" not in head.replace("cpu (reduced)", "")   # details only
     assert detail.count("· commit ") == 2 and detail.count("| quantity | ours | reference |") == 2
@@ -120,3 +120,13 @@ def test_wall_time_names_the_reused_runs_time(tmp_path):
                          timing={"reused_run_seconds": 4800.0})
     text = report.results_table(results.load_all_metrics(res))
     assert "2.0 min + 80.0 min of reused runs" in text
+
+
+def test_every_published_result_speaks_the_one_vocabulary():
+    """Each notebook's headline verdict in results/ is one of report.VERDICTS (no result rendered
+    before the vocabulary, e.g. "partly reproduced", stays published)."""
+    recs = results.load_all_metrics()
+    assert recs, "no published results"
+    for rec in recs:
+        v = report._verdict_of(rec)
+        assert v in report.VERDICTS, f"{rec['notebook']}: verdict {v!r} is not one of {report.VERDICTS}"
