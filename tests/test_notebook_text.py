@@ -79,3 +79,17 @@ def test_the_machinery_rule_catches_what_it_is_for():
     assert _bib_keys().search("published: 1.06 (grathwohl2018)")
     for fine in ("Grathwohl et al. 2018", "the checkpoint is resumed", "a fixed key of the table"):
         assert not MACHINERY.search(fine) and not _bib_keys().search(fine), fine
+
+
+RENDERED = sorted(NOTEBOOKS_DIR.parent.glob("results/[0-9][0-9]_*/[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("page", RENDERED, ids=[p.stem[:2] for p in RENDERED])
+def test_rendered_pages_show_no_machinery_or_bibliography_keys(page):
+    """The executed notebooks in results/ (what readers open): their markdown and every printed
+    output, with the same rule as the sources."""
+    nb = nbformat.read(page, as_version=4)
+    keys = _bib_keys()
+    found = [(i, m.group(0)) for i, c in enumerate(nb.cells)
+             for m in [*MACHINERY.finditer(_reader_text(c)), *keys.finditer(_reader_text(c))]]
+    assert not found, f"{page.parent.name}: machinery or bibliography keys on the rendered page: {found}"
