@@ -39,8 +39,11 @@ def test_checkpoint_names_unchanged():
 
 def test_profile_summary_and_paths():
     text = profiles.summary(profiles.CONFIGS_02["cpu"], "cpu", ["n_train", "seeds"])
-    assert text.splitlines()[0].startswith("profile cpu: REDUCED") and "seeds=[0, 1, 2]" in text
-    assert "REDUCED" not in profiles.summary(profiles.CONFIGS_04["cpu"], "cpu", ["epochs"], reduced=False)
+    assert text.splitlines()[0].startswith("profile cpu: reduced") and "seeds=[0, 1, 2]" in text
+    assert "the verdict at the end says which of its claims this run shows" in text   # not "not a reproduction"
+    assert "reduced" not in profiles.summary(profiles.CONFIGS_04["cpu"], "cpu", ["epochs"], reduced=False)
+    words = profiles.summary({"lr_schedule": "wsd"}, "cpu", ["lr_schedule"])
+    assert "wsd" not in words and "linear to 0 over the last 20%" in words
     with pytest.raises(KeyError, match="nope"):
         profiles.summary({}, "cpu", ["nope"])
     assert profiles.show_path(runtime.REPO_ROOT / "results" / "x") == "results/x"
