@@ -404,8 +404,7 @@ def paired_error(records: Records, a: str | None, b: str) -> dict[str, float]:
             "ci_high": -d["ci_low"]}
 
 
-def _ci(d: Mapping[str, float]) -> str:
-    return "n/a" if not math.isfinite(d["ci_low"]) else f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+_ci = ic._ci   # the same bracketed interval text as notebook 06's tables
 
 
 def _wins(records: Records, a: str, b: str) -> tuple[int, int]:
