@@ -27,7 +27,8 @@ help:
 	@echo "                                                  exits 2, its last line names the run's exit)"
 	@echo "make test                                         unit tests + nbval (smoke profile)"
 	@echo "make report                                       regenerate the README results table"
-	@echo "make bench                                        time an M2 epoch on this device"
+	@echo "make bench                                        every notebook's main model: images/s in"
+	@echo "                                                  float32 and bf16 on this machine"
 	@echo "make cost                                         FLOPs of the full profile -> docs/COST.md"
 	@echo "make dryrun [NB=05]                               every notebook's full profile, a few steps,"
 	@echo "                                                  into a temporary folder (never results/)"
@@ -77,10 +78,12 @@ test: unit nbval
 report: venv
 	"$(PY)" -m common.report
 
-# times M2 steps on the current device: 1 and 3 stacked runs, eager float32 / bfloat16
-# autocast / torch.compile (reduce-overhead: CUDA graphs on a GPU)
+# every notebook's main model at its cpu profile's shapes: images/s in float32 and with bf16
+# autocast (+ channels_last for conv nets), paired rounds, the CPU model and vector units, and
+# which mode each notebook's profile uses here (common/bench.py). M2's stacked runs and
+# torch.compile: python -m common.kingma bench --runs 1 3 --variants eager bf16 compile
 bench: venv
-	"$(PY)" -m common.kingma bench --runs 1 3 --variants eager bf16 compile
+	"$(PY)" -m common.bench
 
 # FLOPs per step x steps of every notebook's full profile, and an H100 estimate (docs/COST.md)
 cost: venv

@@ -632,3 +632,26 @@ def test_densities_keep_float64_and_pass_gradcheck(name):
     assert torch.autograd.gradcheck(lambda m, lv: fn(m, lv, x, eps), (a, b))
     low = fn(a.detach().bfloat16(), b.detach().bfloat16(), x.float(), eps.float())
     assert low.dtype == torch.float32                      # lower precisions still upcast
+
+
+def test_fused_cpu_adam_of_the_trainer_agrees_with_the_loop():
+    """The Trainer's default fused Adam (torch's fused kernel, also on CPU) takes the same steps
+    as the per-parameter loop on the same gradients."""
+    import copy
+
+    torch.manual_seed(31)
+    m = K.M2(20, 4, (8,), seeds=[0, 1])
+    twins = [copy.deepcopy(m) for _ in range(2)]
+    trainers = [K.Trainer(t, lr=1e-2, fused=f) for t, f in zip(twins, (None, False))]
+    assert trainers[0].opt.defaults["fused"] and not trainers[1].opt.defaults["fused"]
+    x = (torch.rand(2, 6, 20) < 0.3).float()
+    y = torch.randint(0, 10, (2, 6))
+    for step in range(5):
+        for t, tr in zip(twins, trainers):
+            torch.manual_seed(step)                  # the same z draws for both twins
+            tr.opt.zero_grad()
+            K.m2_objective(t, x, y, x, 6, 6, 1.0)["loss"].sum().backward()
+            tr.opt.step()
+    for a, b in zip(*(t.parameters() for t in twins)):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(next(twins[0].parameters()), next(m.parameters()))   # they moved
