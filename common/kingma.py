@@ -655,17 +655,57 @@ def train_m1(model: M1, x_train: torch.Tensor, *, epochs: int, batch_size: int =
 
 # --------------------------------------------------------------------------- M2 training
 @torch.no_grad()
-def classifier_accuracy(model: M2, x: torch.Tensor, y: torch.Tensor, batch: int = 10000) -> torch.Tensor:
-    """Per-run accuracy of ``argmax q(y|x)`` on ``x [N, D]`` (or ``[R, N, D]``): ``[R]``."""
+def classifier_stats(model: M2, x: torch.Tensor, y: torch.Tensor, batch: int = 10000) -> dict[str, list[float]]:
+    """Per run, over ``x [N, D]`` (or ``[R, N, D]``): the accuracy of ``argmax q(y|x)``, the mean
+    entropy of ``q(y|x)`` in nats (``ln K`` = uniform, 0 = certain) and the share of points
+    assigned to the most frequent class (1/K when balanced, 1 when collapsed onto one)."""
     correct = torch.zeros(model.runs, device=x.device)
+    entropy = torch.zeros(model.runs, device=x.device)
+    counts = torch.zeros(model.runs, model.n_classes, device=x.device)
     n = x.shape[-2]
     for lo in range(0, n, batch):
         xb = x[..., lo:lo + batch, :]
         if xb.ndim == 2:
             xb = xb.expand(model.runs, *xb.shape)
-        pred = model.classify(xb).argmax(-1)
+        logits = model.classify(xb)
+        pred = logits.argmax(-1)
         correct += (pred == y[lo:lo + batch]).float().sum(1)
-    return correct / n
+        entropy += entropy_from_logits(logits).sum(1)
+        counts += F.one_hot(pred, model.n_classes).float().sum(1)
+    return {"accuracy": (correct / n).tolist(), "entropy": (entropy / n).tolist(),
+            "top_class_share": (counts.max(1).values / n).tolist()}
+
+
+def classifier_gradient_shares(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor,
+                               n_labelled: int, n_unlabelled: int, alpha: float,
+                               weighting: Weighting = "paper", labelled_weight: float = 1.0,
+                               run: int = 0) -> dict[str, float]:
+    """Which term of :func:`m2_objective` moves the classifier ``q(y|x)`` (run ``run``), on one
+    minibatch: the gradient, w.r.t. the classifier's parameters, of the classification term
+    ``alpha E[log q(y|x)]`` (labelled) and of the unlabelled bound ``-U(x)`` (eq. 7, through
+    ``q(y|x)``'s weights and its entropy), each with the weights ``weighting`` gives it
+    (``labelled_weight``: "mean" only). ``L(x, y)`` does not touch the classifier, so the two
+    gradients add up to the objective's. Returns their norms, the classification term's share
+    ``|g_cls| / (|g_cls| + |g_U|)`` and the cosine between them (negative: they pull apart)."""
+    params = list(model.classifier.parameters())
+    log_qy = -F.cross_entropy(model.classify(xl)[run], yl[run], reduction="none")
+    ub = model.unlabelled_bound(xu)[run]
+    if weighting == "mean":
+        terms = labelled_weight * alpha * log_qy.mean(), ub.mean()
+    else:
+        total = n_labelled + n_unlabelled
+        terms = ((n_labelled / len(log_qy)) * alpha * log_qy.sum() / total,
+                 (n_unlabelled / len(ub)) * ub.sum() / total)
+    g_cls, g_u = (torch.cat([g.flatten() for g in torch.autograd.grad(t, params, retain_graph=True)])
+                  for t in terms)
+    a, b = float(g_cls.norm()), float(g_u.norm())
+    return {"norm_classification": a, "norm_unlabelled": b, "classification_share": a / max(a + b, 1e-30),
+            "cosine": float(F.cosine_similarity(g_cls, g_u, dim=0))}
+
+
+def classifier_accuracy(model: M2, x: torch.Tensor, y: torch.Tensor, batch: int = 10000) -> torch.Tensor:
+    """Per-run accuracy of ``argmax q(y|x)`` on ``x [N, D]`` (or ``[R, N, D]``): ``[R]``."""
+    return torch.tensor(classifier_stats(model, x, y, batch)["accuracy"], device=x.device)
 
 
 @dataclass
@@ -909,7 +949,8 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
                   labelled_weight=labelled_weight, lr_schedule=lr_schedule,
                   warmup_steps=warmup_steps, amp=amp, compile_mode=compile_mode,
                   binarise="none" if x_logvar is not None else "dynamic",
-                  evaluate=lambda e: {"valid_acc": classifier_accuracy(model, x_valid, y_valid).tolist()},
+                  evaluate=lambda e: dict(zip(("valid_acc", "valid_entropy", "valid_top_share"),
+                                              classifier_stats(model, x_valid, y_valid).values())),
                   eval_every=eval_every, checkpoint=checkpoint, desc=desc)
     rows = [r for r in tr.history.rows if "valid_acc" in r]
     test_error = test_error_percent(model, x_test, y_test)
@@ -926,6 +967,9 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
             "alpha": alphas[runs[0]],
             "eval_epochs": [r["epoch"] for r in rows],
             "valid_acc": [[r["valid_acc"][j] for r in rows] for j in runs],
+            # q(y|x) on the validation images: mean entropy (nats) and the largest class's share
+            "valid_entropy": [[r["valid_entropy"][j] for r in rows if "valid_entropy" in r] for j in runs],
+            "valid_top_share": [[r["valid_top_share"][j] for r in rows if "valid_top_share" in r] for j in runs],
             "test_error": [test_error[j] for j in runs],
             "reverts": [v for v in tr.history.reverts if v["run"] in runs],
             "resumed_from": tr.resumed_from,

@@ -66,11 +66,13 @@ CONFIGS_02: dict[str, dict[str, Any]] = {
     # the run; bfloat16 autocast where the CPU has native bfloat16 ("auto": AVX-512 BF16 / AMX).
     # alpha_factor: the paper's alpha of that beside-run. Optimiser steps: 9,000 at N = 100,
     # 3,000 at N = 600 / 1000 and 5,000 at N = 3000, where M2's lead over labels only still grows
-    # with the steps (docs/M2_PROBES.md), within 40 minutes on both cores (threads 2): notebooks
-    # render one at a time (03 reads 02's results), and one M2 step takes 73 ms on 2 threads
-    # against 146 ms on 1 (3 stacked runs, bfloat16).
+    # with the steps (docs/M2_PROBES.md), on both cores (threads 2): notebooks render one at a
+    # time (03 reads 02's results), and one M2 step takes 73 ms on 2 threads against 146 ms on
+    # 1 (3 stacked runs, bfloat16). Five label draws per N (0-4, as the full profile), so that
+    # each N's paired M2 - labels-only interval rests on 5 differences (3 before 2026-12-05;
+    # the notebook may take up to an hour for this).
     "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (500,), "z": 50,
-            "lr": 3e-3, "alpha_factor": 0.1, "alpha": 50.0, "labelled_weight": 0.2, "seeds": [0, 1, 2],
+            "lr": 3e-3, "alpha_factor": 0.1, "alpha": 50.0, "labelled_weight": 0.2, "seeds": [0, 1, 2, 3, 4],
             "schedule": {100: (90, 100, 100, 100), 600: (30, 100, 100, 50),
                          1000: (30, 100, 100, 50), 3000: (50, 100, 100, 50)}, "eval_every": 1,
             "sup_hidden": (500, 500), "sup_epochs": 3, "sup_batches": 100,

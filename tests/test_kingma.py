@@ -655,3 +655,51 @@ def test_fused_cpu_adam_of_the_trainer_agrees_with_the_loop():
     for a, b in zip(*(t.parameters() for t in twins)):
         assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(next(twins[0].parameters()), next(m.parameters()))   # they moved
+
+
+def test_classifier_stats_entropy_and_collapse_share_by_hand():
+    m = K.M2(6, 2, (4,), seeds=[0, 1])
+    with torch.no_grad():   # run 0: uniform q(y|x); run 1: certain of class 3 for every input
+        for p in m.classifier.parameters():
+            p.zero_()
+        m.classifier.out.bias[1, 0, 3] = 50.0
+    x = torch.rand(8, 6)
+    y = torch.tensor([3, 3, 1, 0, 3, 2, 5, 3])
+    s = K.classifier_stats(m, x, y, batch=3)
+    assert s["entropy"][0] == pytest.approx(math.log(10), abs=1e-5)
+    assert s["entropy"][1] == pytest.approx(0.0, abs=1e-5)
+    assert s["top_class_share"][1] == 1.0
+    assert s["accuracy"][1] == pytest.approx(4 / 8)
+    assert K.classifier_accuracy(m, x, y).tolist() == pytest.approx(s["accuracy"])
+
+
+@pytest.mark.parametrize("weighting,lam", [("paper", 1.0), ("mean", 0.2)])
+def test_classifier_gradient_shares_add_up_to_the_objectives_gradient(weighting, lam):
+    """The classification and U(x) gradients w.r.t. the classifier, weighted as m2_objective
+    weights them, sum to the gradient of m2_objective itself (L(x, y) never reaches q(y|x)),
+    and each norm matches the term scaled by hand."""
+    torch.manual_seed(32)
+    m = K.M2(12, 3, (8,), seeds=[0])
+    xl, xu = (torch.rand(1, 5, 12) < 0.4).float(), (torch.rand(1, 7, 12) < 0.4).float()
+    yl = torch.randint(0, 10, (1, 5))
+    params = list(m.classifier.parameters())
+
+    def flat(t):
+        return torch.cat([g.flatten() for g in torch.autograd.grad(t, params, retain_graph=True)])
+
+    # m2_objective draws L(x, y)'s z first, then U(x)'s: draw a dummy of L's shape first, so
+    # that every computation below sees the same U(x) noise
+    torch.manual_seed(1); torch.randn(1, 5, 3)
+    shares = K.classifier_gradient_shares(m, xl, yl, xu, 100, 900, 5.0, weighting, lam)
+    torch.manual_seed(1); torch.randn(1, 5, 3)
+    ub = m.unlabelled_bound(xu)[0]
+    log_qy = -F.cross_entropy(m.classify(xl)[0], yl[0], reduction="none")
+    c_cls, c_u = (lam * 5.0 / 5, 1 / 7) if weighting == "mean" else (100 / 5 * 5.0 / 1000, 900 / 7 / 1000)
+    g_cls, g_u = flat(c_cls * log_qy.sum()), flat(c_u * ub.sum())
+    assert shares["norm_classification"] == pytest.approx(float(g_cls.norm()), rel=1e-5)
+    assert shares["norm_unlabelled"] == pytest.approx(float(g_u.norm()), rel=1e-5)
+    assert shares["cosine"] == pytest.approx(float(F.cosine_similarity(g_cls, g_u, dim=0)), abs=1e-5)
+    assert 0.0 < shares["classification_share"] < 1.0
+    torch.manual_seed(1)
+    out = K.m2_objective(m, xl, yl, xu, 100, 900, 5.0, weighting, lam)
+    assert torch.allclose(flat(-out["loss"].sum()), g_cls + g_u, atol=1e-6)
