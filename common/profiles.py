@@ -75,8 +75,10 @@ CONFIGS_02: dict[str, dict[str, Any]] = {
             "lr": 3e-3, "alpha_factor": 0.1, "alpha": 50.0, "labelled_weight": 0.2, "seeds": [0, 1, 2, 3, 4],
             "schedule": {100: (90, 100, 100, 100), 600: (30, 100, 100, 50),
                          1000: (30, 100, 100, 50), 3000: (50, 100, 100, 50)}, "eval_every": 1,
-            "sup_hidden": (500, 500), "sup_epochs": 3, "sup_batches": 100,
-            "sty_hidden": (500,), "sty_epochs": 3, "grid": 10, "threads": 2,
+            # the fully labelled M2 of the analogies: 30 passes over the 50,000 labels (3 before
+            # 2026-12-05 gave 4.26 % test error, its validation error still falling; ~100 s)
+            "sup_hidden": (500, 500), "sup_epochs": 30, "sup_batches": 100,
+            "sty_hidden": (500,), "sty_epochs": 10, "grid": 10, "threads": 2,
             "weighting": "mean", "lr_schedule": "cosine", "paper_objective": True,
             "compile": None, "amp": "auto", "cost_steps": 3},
     "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (500,), "z": 50,
