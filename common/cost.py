@@ -174,7 +174,7 @@ def full_profile_costs(measure: bool = False) -> list[StepCost]:
         G.zero_grad(set_to_none=True)
         gan.g_loss(D(fake)).backward()
     add("07", f"DCGAN G+D (ch {c7['ch']}), batch {c7['batch_size']}", gan_step,
-        c7["gan_steps"] * len(c7["seeds"]) * 2, "steps (DCGAN + cGAN, all seeds)")
+        (c7["dcgan_steps"] + c7["gan_steps"]) * len(c7["seeds"]), "steps (DCGAN + cGAN, all seeds)")
     c8 = long_tailed.CONFIGS["full"]
     t8 = c8["train"]
     net8 = resnet.resnet18_cifar(width=t8.width, blocks=t8.blocks, stem_stride=t8.stem_stride)

@@ -30,7 +30,7 @@ CAPPED = {
     "05": {"toy_steps", "mnist_max_steps", "mnist_small_max_steps", "cifar_max_steps", "eval_size",
            "final_eval_n", "invert_n", "sample_grid", "manifold_steps", "classifier", "confidence_n"},
     "06": {"train", "test_per_class"},
-    "07": {"clf_epochs", "gan_steps", "eval_every", "sat_steps", "n_eval", "n_curve", "n_nn", "n_arith",
+    "07": {"clf_epochs", "gan_steps", "dcgan_steps", "eval_every", "sat_steps", "n_eval", "n_curve", "n_nn", "n_arith",
            "n_rec", "levers"},
     "08": {"train", "test_per_class", "n_val"},
 }
