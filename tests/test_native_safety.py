@@ -47,16 +47,18 @@ for profile in ("smoke", "cpu", "full"):
 print("ok")
 """
 
-# 05: a two-scale Real NVP (convolutional s/t ResNets) trained a few steps, then evaluated.
+# 05: a two-scale Real NVP (convolutional s/t ResNets) trained a few steps, then evaluated; the
+# last variant is the cpu profile's policy (bf16 autocast and channels_last only where native).
 REAL_NVP = """
 import tempfile, pathlib, torch
-from common import realnvp as R
+from common import realnvp as R, runtime
 torch.set_num_threads(1); torch.manual_seed(0)
 g = torch.Generator().manual_seed(0)
+auto = runtime.resolve_amp("auto", torch.device("cpu"))
 for shape in ((1, 28, 28), (3, 32, 32)):
     x = torch.randint(0, 256, (32, *shape), generator=g, dtype=torch.uint8)
-    for cl in (False, True):
-        m = R.RealNVP(shape, scales=2, features=4, blocks=1)
+    for cl, amp in ((False, False), (True, False), (True, auto)):
+        m = R.RealNVP(shape, scales=2, features=4, blocks=1, amp=amp)
         cfg = R.TrainConfig(batch_size=16, max_steps=4, eval_size=16, eval_every_seconds=1e9,
                             channels_last=cl)
         with tempfile.TemporaryDirectory() as d:
