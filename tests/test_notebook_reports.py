@@ -39,7 +39,7 @@ def test_checkpoint_names_unchanged():
 
 def test_profile_summary_and_paths():
     text = profiles.summary(profiles.CONFIGS_02["cpu"], "cpu", ["n_train", "seeds"])
-    assert text.splitlines()[0].startswith("profile cpu: reduced") and "seeds=[0, 1, 2]" in text
+    assert text.splitlines()[0].startswith("profile cpu: reduced") and "seeds=[0, 1, 2, 3, 4]" in text
     assert "the verdict at the end says which of its claims this run shows" in text   # not "not a reproduction"
     assert "reduced" not in profiles.summary(profiles.CONFIGS_04["cpu"], "cpu", ["epochs"], reduced=False)
     words = profiles.summary({"lr_schedule": "wsd"}, "cpu", ["lr_schedule"])
