@@ -42,7 +42,6 @@ class Case:
     conv: bool
     build: Callable[[bool, torch.memory_format], Step]
     profile_amp: bool | str = False       # the notebook's cpu profile setting ("auto": native bf16)
-    profile_channels_last: bool = False
 
 
 def _adam_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], amp: bool, dev: torch.device) -> Step:
@@ -72,15 +71,8 @@ def cases(dev: torch.device) -> list[Case]:
         m = kingma.M2(784, c2["z"], c2["hidden"], seeds=[0]).to(dev)
         x = (torch.rand(1, 200, 784, device=dev) < 0.2).float()
         y = torch.randint(0, 10, (1, 100), device=dev)
-        objective = kingma.step_objective(m, 100, 49_900, 50.0, amp=amp)
-        opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-
-        def step() -> None:   # the objective handles autocast itself (as in notebook 02)
-            out = objective(x[:, :100], y, x[:, 100:])
-            opt.zero_grad(set_to_none=True)
-            out["loss"].sum().backward()
-            opt.step()
-        return step
+        objective = kingma.step_objective(m, 100, 49_900, 50.0, amp=amp)   # autocasts itself
+        return _adam_step(m, lambda: objective(x[:, :100], y, x[:, 100:])["loss"].sum(), False, dev)
 
     def da(amp: bool, fmt: torch.memory_format) -> Step:
         m = dae.DenoisingAutoencoder().to(dev)
@@ -119,13 +111,13 @@ def cases(dev: torch.device) -> list[Case]:
         Case("04", "dA 784-500, batch 20", 20, False, da),
         Case("05", "Real NVP {scales} scales, {features} maps, {blocks} block(s)".format(**c5["mnist_model"])
              + f", batch {c5['mnist_batch']}", c5["mnist_batch"], True,
-             nvp, c5["amp"], c5["channels_last"]),
+             nvp, c5["amp"]),
         Case("06", f"{t6.arch} width {t6.width}, batch {t6.batch_size}", t6.batch_size, True,
-             cifar(t6), t6.bf16, t6.channels_last),
+             cifar(t6), t6.bf16),
         Case("07", f"DCGAN G+D ch {c7['ch']}, batch {c7['batch_size']}", c7["batch_size"], True,
-             dcgan, c7["amp"], c7["channels_last"]),
+             dcgan, c7["amp"]),
         Case("08", f"ResNet width {t8.width}, {t8.blocks} blocks, batch {t8.batch_size}", t8.batch_size,
-             True, cifar(t8), t8.bf16, t8.channels_last),
+             True, cifar(t8), t8.bf16),
     ]
 
 

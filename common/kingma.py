@@ -968,8 +968,8 @@ def m2_groups(x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tenso
             "eval_epochs": [r["epoch"] for r in rows],
             "valid_acc": [[r["valid_acc"][j] for r in rows] for j in runs],
             # q(y|x) on the validation images: mean entropy (nats) and the largest class's share
-            "valid_entropy": [[r["valid_entropy"][j] for r in rows if "valid_entropy" in r] for j in runs],
-            "valid_top_share": [[r["valid_top_share"][j] for r in rows if "valid_top_share" in r] for j in runs],
+            "valid_entropy": [[r["valid_entropy"][j] for r in rows] for j in runs],
+            "valid_top_share": [[r["valid_top_share"][j] for r in rows] for j in runs],
             "test_error": [test_error[j] for j in runs],
             "reverts": [v for v in tr.history.reverts if v["run"] in runs],
             "resumed_from": tr.resumed_from,
