@@ -22,30 +22,33 @@ from .training import WSD_DECAY_FRACTION
 # that both report the same M1+SVC numbers for the same M1.
 SVC_DRAWS: dict[str, list[int]] = {"smoke": [0, 1, 2], "cpu": [0, 1, 2], "full": [0, 1, 2, 3, 4]}
 
-# 01 · M1. threads: 1 is fastest on a shared 2-core CPU (2 threads thrash when other jobs run).
-# cpu: 40 epochs (about 8 minutes; the validation ELBO still rose ~0.25 nats per epoch at 20);
-# 03 reuses this M1 (its m1_* settings must stay equal)
+# 01 · M1. seeds: the M1 initialisations, trained together as stacked runs; the first is the M1
+# of the figures, of test 1 and of M1+TSVM, and 03 reuses the whole checkpoint (its m1_* settings
+# and m1_seeds must stay equal); the others give M1+SVC's spread over M1 seeds (3 seeds since
+# 2026-12-06, 1 before). cpu: 40 epochs (the validation ELBO still rose ~0.25 nats per epoch at
+# 20), on both cores (threads None; renders run one at a time; 1 thread before 2026-12-06).
 CONFIGS_01: dict[str, dict[str, Any]] = {
     "smoke": {"n_train": 2000, "n_valid": 500, "n_test": 1000, "hidden": (64, 64), "z": 50,
               "epochs": 2, "batch": 100, "lr": 1e-3, "eval_every": 1,
               "hidden_2d": (64, 64), "epochs_2d": 2, "lr_2d": 1e-3, "grid": 8,
-              "n_labels": [100], "draws": SVC_DRAWS["smoke"], "seeds": [0], "threads": 1,
+              "n_labels": [100], "draws": SVC_DRAWS["smoke"], "seeds": [0, 1], "threads": 1,
               "active_std": 0.001, "tsvm_n_labels": [100], "tsvm_unlabelled": 300},
     "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (600, 600), "z": 50,
             "epochs": 40, "batch": 100, "lr": 1e-3, "eval_every": 4,
             "hidden_2d": (500, 500), "epochs_2d": 10, "lr_2d": 1e-3, "grid": 20,
-            "n_labels": [100, 600, 1000, 3000], "draws": SVC_DRAWS["cpu"], "seeds": [0],
-            "threads": 1, "active_std": 0.1, "tsvm_n_labels": [100], "tsvm_unlabelled": 5000},
+            "n_labels": [100, 600, 1000, 3000], "draws": SVC_DRAWS["cpu"], "seeds": [0, 1, 2],
+            "threads": None, "active_std": 0.1, "tsvm_n_labels": [100, 600, 1000, 3000],
+            "tsvm_unlabelled": 5000},
     "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000, "hidden": (600, 600), "z": 50,
              "epochs": 3000, "batch": 100, "lr": 3e-4, "eval_every": 50,
              "hidden_2d": (500, 500), "epochs_2d": 1000, "lr_2d": 3e-4, "grid": 20,
-             "n_labels": [100, 600, 1000, 3000], "draws": SVC_DRAWS["full"], "seeds": [0],
+             "n_labels": [100, 600, 1000, 3000], "draws": SVC_DRAWS["full"], "seeds": [0, 1, 2],
              "threads": None, "active_std": 0.1, "tsvm_n_labels": [100, 600, 1000, 3000],
              "tsvm_unlabelled": 10_000},
 }
 # tsvm_n_labels / tsvm_unlabelled: the N at which M1+TSVM (Joachims 1999, common.tsvm) runs and
 # how many unlabelled training features it sees per draw (the paper: all 50,000; cpu: 5,000 at
-# N = 100 only, its time is printed by notebook 01).
+# every N since 2026-12-06, N = 100 only before; its time is printed by notebook 01).
 
 # 02 · M2. Per N: (epochs, minibatches per epoch, labelled per minibatch or None for the paper's
 # ceil(N / minibatches), unlabelled per minibatch or None for N_u / minibatches, i.e. every
@@ -93,11 +96,14 @@ CONFIGS_02: dict[str, dict[str, Any]] = {
              "compile": "reduce-overhead", "amp": False, "cost_steps": 20},
 }
 
-# 03 · M1+M2. M1 settings equal notebook 01's, so its checkpoint is reused when present.
-# schedule: as in CONFIGS_02. seeds are the label draws of M1+M2 and of M1+SVC (SVC_DRAWS).
+# 03 · M1+M2. M1 settings (m1_*, m1_seeds) equal notebook 01's, so its checkpoint is reused when
+# present; M1+M2 and M1+SVC use the first M1 seed's features. schedule: as in CONFIGS_02. seeds
+# are the label draws of M1+M2 and of M1+SVC: SVC_DRAWS in smoke and full, draws 0-4 in cpu
+# since 2026-12-06 (3 before; 01's M1+SVC / M1+TSVM draws 0-2 are the first three of them).
 CONFIGS_03: dict[str, dict[str, Any]] = {
     "smoke": {"n_train": 2000, "n_valid": 500, "n_test": 1000,
               "m1_hidden": (64, 64), "m1_epochs": 2, "m1_batch": 100, "m1_lr": 1e-3,
+              "m1_seeds": CONFIGS_01["smoke"]["seeds"],
               "active_std": 0.001, "seeds": SVC_DRAWS["smoke"], "hidden_n100": (16,),
               "hidden": (24,), "z": 50, "lr": 1e-3, "alpha_factor": 0.1,
               "alpha": {100: 50.0, 600: 50.0, 1000: 10.0},   # per N, as in cpu
@@ -109,7 +115,8 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
               "threads": 1, "cost_steps": 1},
     "cpu": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
             "m1_hidden": (600, 600), "m1_epochs": 40, "m1_batch": 100, "m1_lr": 1e-3,
-            "active_std": 0.1, "seeds": SVC_DRAWS["cpu"], "hidden_n100": (300,),
+            "m1_seeds": CONFIGS_01["cpu"]["seeds"],
+            "active_std": 0.1, "seeds": [0, 1, 2, 3, 4], "hidden_n100": (300,),
             "hidden": (500,), "z": 50, "lr": 3e-3, "alpha_factor": 0.1,
             # alpha 10 at N = 3000: there M1+M2 ties M1+SVC, and a weaker pull of the labels
             # measured +0.31 / -0.02 validation points on two draws, 36 epochs +0.10 more
@@ -128,6 +135,7 @@ CONFIGS_03: dict[str, dict[str, Any]] = {
             "threads": 2, "cost_steps": 3},
     "full": {"n_train": 50000, "n_valid": 10000, "n_test": 10000,
              "m1_hidden": (600, 600), "m1_epochs": 3000, "m1_batch": 100, "m1_lr": 3e-4,
+             "m1_seeds": CONFIGS_01["full"]["seeds"],
              "active_std": 0.1, "seeds": SVC_DRAWS["full"], "hidden_n100": (300,),
              "hidden": (500,), "z": 50, "lr": 3e-4, "alpha_factor": 0.1, "alpha": None,
              "labelled_weight": 1.0, "schedule": {100: (3000, 100, 1, None), 600: (3000, 200, None, None),

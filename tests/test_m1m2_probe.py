@@ -12,7 +12,7 @@ def test_probe_loads_m1_trains_and_reports(monkeypatch, capsys, tmp_path):
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(400, 784, generator=g), torch.arange(10).repeat(40)
     monkeypatch.setattr(m1m2_probe.data, "load_mnist", lambda split: (x, y) if split == "train" else (x[:50], y[:50]))
-    m1 = kingma.M1(784, 50, profiles.CONFIGS_03["cpu"]["m1_hidden"], seeds=[0])
+    m1 = kingma.M1(784, 50, profiles.CONFIGS_03["cpu"]["m1_hidden"], seeds=profiles.CONFIGS_03["cpu"]["m1_seeds"])
     save_checkpoint(tmp_path / "m1.pt", {"model": m1.state_dict()})
     monkeypatch.setitem(profiles.CONFIGS_03["cpu"], "active_std", 0.0)   # an untrained M1: keep every dim
     assert m1m2_probe.main(["--m1", str(tmp_path / "m1.pt"), "--n", "20", "--epochs", "2", "--batches", "3",

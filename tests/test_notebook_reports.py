@@ -24,9 +24,14 @@ def test_tables_pick_in_every_profile(table):
         assert runtime.pick(table, p)
 
 
-def test_svc_draws_shared_by_01_and_03():
+def test_svc_draws_and_m1_shared_by_01_and_03():
+    """03's label draws start with 01's (the same M1+SVC numbers on those draws), and 03 builds
+    the M1 of 01 (same widths, epochs, seeds), so that it can reuse 01's checkpoint."""
     for p in runtime.PROFILES:
-        assert profiles.CONFIGS_01[p]["draws"] == profiles.CONFIGS_03[p]["seeds"] == profiles.SVC_DRAWS[p]
+        c1, c3 = profiles.CONFIGS_01[p], profiles.CONFIGS_03[p]
+        assert c1["draws"] == profiles.SVC_DRAWS[p] == c3["seeds"][:len(c1["draws"])]
+        assert (c3["m1_hidden"], c3["m1_epochs"], c3["m1_batch"], c3["m1_lr"], c3["m1_seeds"]) == \
+            (c1["hidden"], c1["epochs"], c1["batch"], c1["lr"], c1["seeds"])
 
 
 def test_checkpoint_names_unchanged():

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     x, y = data.load_mnist("train")
     xv, yv = data.load_mnist("valid")
-    m1 = kingma.M1(784, 50, cfg["m1_hidden"], seeds=[0])
+    m1 = kingma.M1(784, 50, cfg["m1_hidden"], seeds=cfg["m1_seeds"])   # 01's stacked M1s; features: the first
     m1.load_state_dict(load_checkpoint(a.m1)["model"])
     (mu, lv), (mu_v, _) = kingma.m1_posterior(m1, x), kingma.m1_posterior(m1, xv)
     active = kingma.select_active_dims(mu[0], cfg["active_std"])
