@@ -363,16 +363,29 @@ def m2_objective(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor
     log_qy = -F.cross_entropy(logits_l.flatten(0, 1), yl.flatten(), reduction="none").view_as(lb)
     alpha = torch.as_tensor(alpha, dtype=lb.dtype, device=lb.device)
     alpha = alpha.view(-1, 1) if alpha.ndim else alpha
-    mean = weighting == "mean"
-    lab = lb + alpha * log_qy
-    j = labelled_weight * lab.mean(1) if mean else (n_labelled / xl.shape[1]) * lab.sum(1)
+    j = _weigh(lb + alpha * log_qy, n_labelled, weighting, labelled_weight)
     out = {"labelled": lb.mean(1).detach(), "log_qy": log_qy.mean(1).detach()}
     if xu is not None and xu.shape[1] > 0:
         ub = model.unlabelled_bound(xu)
-        j = j + (ub.mean(1) if mean else (n_unlabelled / xu.shape[1]) * ub.sum(1))
+        j = j + _weigh(ub, n_unlabelled, weighting)
         out["unlabelled"] = ub.mean(1).detach()
-    out["loss"] = -j if mean else -j / (n_labelled + n_unlabelled)
+    out["loss"] = -_per_point(j, n_labelled, n_unlabelled, weighting)
     return out
+
+
+def _weigh(values: torch.Tensor, set_size: int | torch.Tensor, weighting: Weighting,
+           weight: float = 1.0) -> torch.Tensor:
+    """One sum of :func:`m2_objective` per run from its per-point values ``[R, B]``: eq. 9's
+    unbiased estimate ``(set size / B) * sum`` ("paper"), or ``weight * mean`` ("mean")."""
+    if weighting == "mean":
+        return weight * values.mean(1)
+    return (set_size / values.shape[1]) * values.sum(1)
+
+
+def _per_point(j: torch.Tensor, n_labelled: int | torch.Tensor, n_unlabelled: int | torch.Tensor,
+               weighting: Weighting) -> torch.Tensor:
+    """Eq. 9's total divided by ``n_labelled + n_unlabelled`` ("paper"); "mean" is per point already."""
+    return j if weighting == "mean" else j / (n_labelled + n_unlabelled)
 
 
 # --------------------------------------------------------------------------- data helpers
@@ -690,12 +703,9 @@ def classifier_gradient_shares(model: M2, xl: torch.Tensor, yl: torch.Tensor, xu
     params = list(model.classifier.parameters())
     log_qy = -F.cross_entropy(model.classify(xl)[run], yl[run], reduction="none")
     ub = model.unlabelled_bound(xu)[run]
-    if weighting == "mean":
-        terms = labelled_weight * alpha * log_qy.mean(), ub.mean()
-    else:
-        total = n_labelled + n_unlabelled
-        terms = ((n_labelled / len(log_qy)) * alpha * log_qy.sum() / total,
-                 (n_unlabelled / len(ub)) * ub.sum() / total)
+    terms = (_per_point(_weigh(alpha * log_qy[None], n_labelled, weighting, labelled_weight),
+                        n_labelled, n_unlabelled, weighting)[0],
+             _per_point(_weigh(ub[None], n_unlabelled, weighting), n_labelled, n_unlabelled, weighting)[0])
     g_cls, g_u = (torch.cat([g.flatten() for g in torch.autograd.grad(t, params, retain_graph=True)])
                   for t in terms)
     a, b = float(g_cls.norm()), float(g_u.norm())
