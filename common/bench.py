@@ -102,7 +102,7 @@ def cases(dev: torch.device) -> list[Case]:
     def dcgan(amp: bool, fmt: torch.memory_format) -> Step:
         G = gan.Generator(c7["z_dim"], c7["ch"]).to(dev, memory_format=fmt)
         D = gan.Discriminator(c7["ch"]).to(dev, memory_format=fmt)
-        x = (torch.rand(c7["batch_size"], 1, 28, 28, device=dev) * 2 - 1).contiguous(memory_format=fmt)
+        x = (torch.rand(c7["dcgan_batch"], 1, 28, 28, device=dev) * 2 - 1).contiguous(memory_format=fmt)
         return lambda: gan.train_gan(G, D, x, steps=1, batch_size=len(x), memory_format=fmt, amp=amp)
 
     return [
@@ -114,7 +114,7 @@ def cases(dev: torch.device) -> list[Case]:
              nvp, c5["amp"]),
         Case("06", f"{t6.arch} width {t6.width}, batch {t6.batch_size}", t6.batch_size, True,
              cifar(t6), t6.bf16),
-        Case("07", f"DCGAN G+D ch {c7['ch']}, batch {c7['batch_size']}", c7["batch_size"], True,
+        Case("07", f"DCGAN G+D ch {c7['ch']}, batch {c7['dcgan_batch']}", c7["dcgan_batch"], True,
              dcgan, c7["amp"]),
         Case("08", f"ResNet width {t8.width}, {t8.blocks} blocks, batch {t8.batch_size}", t8.batch_size,
              True, cifar(t8), t8.bf16),

@@ -126,6 +126,8 @@ class Discriminator(nn.Module):
                 raise ValueError("this discriminator is conditional: pass labels y")
             maps = one_hot(y, self.n_classes)[:, :, None, None].expand(-1, -1, *x.shape[2:])
             x = torch.cat([x, maps], 1)
+        elif y is not None:
+            raise ValueError("this discriminator is unconditional: y must be None")
         h = F.leaky_relu(self.conv1(x), 0.2)
         h = F.leaky_relu(self.bn2(self.conv2(h)), 0.2)
         return h.flatten(1)
@@ -230,12 +232,18 @@ def _batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int,
             yield x[idx], (None if y is None else y[idx])
 
 
+def adam(model: nn.Module, lr: float, betas: tuple[float, float], fused: bool) -> torch.optim.Adam:
+    """Adam over ``model``'s parameters; ``fused``: one kernel for all of them (CPU and CUDA),
+    the same update as the per-parameter loop up to rounding (tested)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=betas, fused=fused)
+
+
 def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor | None = None, *,
               steps: int, batch_size: int = 128, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
               k: int = 1, loss: GLoss = "non_saturating", seed: int = 0, eval_every: int = 0,
               on_eval: Callable[[int], dict[str, float]] | None = None,
               memory_format: torch.memory_format = torch.contiguous_format,
-              amp: bool = False, reuse_fake: bool = True) -> GANHistory:
+              amp: bool = False, reuse_fake: bool = True, fused: bool = False) -> GANHistory:
     """Goodfellow et al.'s Algorithm 1 with Adam: per G step, ``k`` D steps on fresh minibatches.
 
     ``x``: training images ``[N, 1, 28, 28]`` in [-1, 1] on the device; ``y`` labels (only for a
@@ -249,7 +257,9 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
     output on the *same* batch; the ``k - 1`` earlier D steps draw their fakes without
     gradients. ``reuse_fake=False`` draws a fresh batch for G's step instead (two G forwards
     per step; kept to measure what the reuse buys). ``amp``: the forward passes under bfloat16
-    autocast (losses in float32).
+    autocast (losses in float32). ``fused``: torch's fused Adam kernel (:func:`adam`); off by
+    default: at 07's cpu setting (bf16, channels_last, 2 threads, AMX Xeon, 7 paired rounds of 60
+    steps) it bought nothing (DCGAN at batch 128 0.98x, cGAN at 64 1.03x).
     """
     if steps < 1 or k < 1:
         raise ValueError(f"steps and k must be positive, got steps={steps}, k={k}")
@@ -258,8 +268,7 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
     dev = x.device
     gen = torch.Generator(device=dev).manual_seed(seed)
     batches = _batches(x, y, batch_size, gen)
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    opt_g, opt_d = adam(G, lr, betas, fused), adam(D, lr, betas, fused)
     hist, stats = GANHistory(log=EpochLog(dev)), []
     n_cls = G.n_classes
 
@@ -333,16 +342,19 @@ class VAEHistory:
 def train_vae(vae: ConvVAE, x: torch.Tensor, *, steps: int, batch_size: int = 128, lr: float = 1e-3,
               seed: int = 0, eval_every: int = 0, on_eval: Callable[[int], dict[str, float]] | None = None,
               memory_format: torch.memory_format = torch.contiguous_format,
-              amp: bool = False) -> VAEHistory:
+              amp: bool = False, fused: bool = True) -> VAEHistory:
     """Maximise the ELBO with Adam on dynamically binarised ``x`` (``[N, 1, 28, 28]`` in [0, 1]:
     a fresh Bernoulli draw per minibatch). Same step / evaluation bookkeeping as
-    :func:`train_gan`; ``amp``: bfloat16 autocast for the networks, the bound in float32."""
+    :func:`train_gan`; ``amp``: bfloat16 autocast for the networks, the bound in float32;
+    ``fused``: torch's fused Adam kernel (:func:`adam`), 1.27x per step at 07's cpu setting
+    (batch 64, bf16, channels_last, 2 threads, AMX Xeon, 7 paired rounds of 60 steps; the VAE has
+    about twice the GAN pair's parameters, most in its encoder's head)."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     dev = x.device
     gen = torch.Generator(device=dev).manual_seed(seed)
     batches = _batches(x, None, batch_size, gen)
-    opt = torch.optim.Adam(vae.parameters(), lr=lr)
+    opt = adam(vae, lr, (0.9, 0.999), fused)
     hist, stats, seg = VAEHistory(log=EpochLog(dev)), [], 0
     vae.train()
     hist.log.start()
