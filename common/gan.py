@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kingma import bernoulli_log_likelihood, gaussian_kl, reparameterise
-from .runtime import code_files, dryrun_of, settings_key
+from .runtime import code_files, dryrun_of, flatten_keeping_format, settings_key
 from .stats import mean_interval
 from .training import (EpochLog, SegmentUnfinished, check_finite, load_checkpoint, save_checkpoint,
                        segment_over)
@@ -130,7 +130,7 @@ class Discriminator(nn.Module):
             raise ValueError("this discriminator is unconditional: y must be None")
         h = F.leaky_relu(self.conv1(x), 0.2)
         h = F.leaky_relu(self.bn2(self.conv2(h)), 0.2)
-        return h.flatten(1)
+        return flatten_keeping_format(h)   # channels_last gradients below: the fast kernels
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Logit of D(x) (``D = sigmoid(logit)``), shape ``[N]``."""
@@ -256,7 +256,9 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
     step is generated with gradients, D is updated on it detached, and G's loss is D's (updated)
     output on the *same* batch; the ``k - 1`` earlier D steps draw their fakes without
     gradients. ``reuse_fake=False`` draws a fresh batch for G's step instead (two G forwards
-    per step; kept to measure what the reuse buys). ``amp``: the forward passes under bfloat16
+    per step; kept to measure what the reuse buys). During G's step D's parameters are frozen
+    (``requires_grad`` off): G needs only D's input gradients, so D's weight gradients, which the
+    next D step would discard, are never computed. ``amp``: the forward passes under bfloat16
     autocast (losses in float32). ``fused``: torch's fused Adam kernel (:func:`adam`); off by
     default: at 07's cpu setting (bf16, channels_last, 2 threads, AMX Xeon, 7 paired rounds of 60
     steps) it bought nothing (DCGAN at batch 128 0.98x, cGAN at 64 1.03x).
@@ -309,11 +311,15 @@ def train_gan(G: Generator, D: Discriminator, x: torch.Tensor, y: torch.Tensor |
             seg_samples += len(xr)
         if not reuse_fake:
             xf, yf = fake_batch(batch_size)
-        logits_g = d_logits(xf, yf)
-        lg = g_loss(logits_g, loss)
-        opt_g.zero_grad(set_to_none=True)
-        opt_d.zero_grad(set_to_none=True)
-        lg.backward()
+        # G's step needs D's input gradients only: D frozen, its weight gradients are skipped
+        D.requires_grad_(False)
+        try:
+            logits_g = d_logits(xf, yf)
+            lg = g_loss(logits_g, loss)
+            opt_g.zero_grad(set_to_none=True)
+            lg.backward()
+        finally:
+            D.requires_grad_(True)
         opt_g.step()
         hist.steps.append(step)
         stats.append(torch.stack([ld.detach(), lg.detach(), torch.sigmoid(real_logits).mean().detach(),

@@ -178,9 +178,20 @@ def test_reused_fake_batch_gets_gradient_through_the_updated_d():
     xf = G2(z)
     ld = gan.d_loss(D2(xr), D2(xf.detach()))
     opt_d.zero_grad(); ld.backward(); opt_d.step()
+    d_grads = [p.grad.clone() for p in D2.parameters()]
     lg = gan.g_loss(D2(xf))
+    opt_g = torch.optim.Adam(G2.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g.zero_grad(); lg.backward(); opt_g.step()
     assert h.d_loss[0] == pytest.approx(ld.item(), rel=1e-5)
     assert h.g_loss[0] == pytest.approx(lg.item(), rel=1e-5)
+    # G's step moved G as by hand and left D alone: D frozen during it (its weight gradients
+    # are not computed), so D's .grad still holds its own step's gradients, and D trains again
+    for a, b in zip(G.parameters(), G2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    for a, b, g in zip(D.parameters(), D2.parameters(), d_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(a.grad, g, rtol=1e-5, atol=1e-7)
+        assert a.requires_grad
 
 
 def test_bf16_autocast_training_runs_and_stays_finite():

@@ -206,3 +206,25 @@ def test_cpu_estimate_names_one_notebook_or_all(tmp_path):
     assert runtime.cpu_estimate(None, path).splitlines()[1:] == ["  01: about 8.87 hours",
                                                                  "  05: not measured per epoch"]
     assert "make cost" in runtime.cpu_estimate("01", tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_flatten_keeping_format_hands_the_gradient_back_in_the_input_format(channels_last):
+    """Values as ``flatten(1)``; the gradient reaching the layer below equals plain flatten's,
+    in the input's layout (caught on a non-leaf: a leaf's .grad is re-strided anyway)."""
+    x0 = torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(0))
+    if channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(3, 120, generator=torch.Generator().manual_seed(1))
+    grads = {}
+    for name, flatten in (("kept", runtime.flatten_keeping_format), ("plain", lambda t: t.flatten(1))):
+        h = x0.clone().requires_grad_() * 2.0               # the map a layer below produced
+        h.register_hook(lambda g, name=name: grads.__setitem__(name, g))
+        y = flatten(h)
+        assert torch.equal(y, (x0 * 2.0).flatten(1))
+        (y * w).sum().backward()
+    assert torch.equal(grads["kept"], grads["plain"])
+    assert grads["kept"].is_contiguous(memory_format=torch.channels_last if channels_last
+                                       else torch.contiguous_format)
+    if channels_last:   # what the plain flatten hands down, and the reason for the helper
+        assert not grads["plain"].is_contiguous(memory_format=torch.channels_last)
