@@ -66,8 +66,41 @@ def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar)).sum(-1)
 
 
-def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``log Bernoulli(x; sigmoid(logits))`` summed over the last axis (``x`` may broadcast)."""
+class _BernoulliLogLikelihood(torch.autograd.Function):
+    """``sum_d x_d l_d - softplus(l_d)`` of bf16 / fp16 logits ``l``, computed in float32 with
+    vectorised ``exp`` / ``log`` (as :func:`softplus`); gradient ``x - sigmoid(l)``, handed back in
+    the logits' dtype. ``x`` (no gradient) may broadcast against ``l``."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        lf = logits.float()
+        nll = lf.abs().neg_().exp_().add_(1.0).log_()          # log(1 + e^-|l|)
+        nll.add_(lf.clamp_min(0)).sub_(x * lf)                  # softplus(l) - x l
+        ctx.save_for_backward(lf, x)
+        ctx.in_dtype = logits.dtype
+        return nll.sum(-1).neg_()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        lf, x = ctx.saved_tensors
+        g = torch.sigmoid(lf).sub_(x).mul_(grad.unsqueeze(-1)).neg_()
+        return g.to(ctx.in_dtype), None
+
+
+def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+    """``log Bernoulli(x; sigmoid(logits))`` summed over the last axis (``x`` may broadcast),
+    in at least float32.
+
+    ``fused``: for bf16 / fp16 logits on the CPU (bfloat16 autocast), one autograd function
+    instead of upcast + ``binary_cross_entropy_with_logits``, whose CPU forward is bound by a
+    scalar ``log_sigmoid`` (22 % of an M2 step in bf16). The whole M2 step with this: 1.07x at
+    02's cpu shape (5 stacked runs of 100 + 100), 1.16x at the paper's 1 + 499 (paired, 7 and 5
+    rounds, separate processes, AMD EPYC with AVX-512 BF16, 2 threads). Same formula in float32, ``log(1 + u)`` for
+    ``log1p(u)`` (``u = e^-|l| <= 1``): the sums agree to ~1e-5 nats. Off by default so that the
+    models rendered with the plain path (07's VAE) keep their numbers; M2 uses it."""
+    if fused and logits.dtype in (torch.bfloat16, torch.float16) and not logits.is_cuda \
+            and not x.requires_grad:
+        return _BernoulliLogLikelihood.apply(logits, x)
     logits = at_least_float32(logits)
     x = x.expand_as(logits)
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
@@ -278,7 +311,7 @@ class M2(nn.Module):
 
     def log_px(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.likelihood == "bernoulli":
-            return bernoulli_log_likelihood(out, x)
+            return bernoulli_log_likelihood(out, x, fused=True)
         mu, logvar = out.chunk(2, -1)
         return gaussian_log_density(x, mu, logvar)
 

@@ -703,3 +703,59 @@ def test_classifier_gradient_shares_add_up_to_the_objectives_gradient(weighting,
     torch.manual_seed(1)
     out = K.m2_objective(m, xl, yl, xu, 100, 900, 5.0, weighting, lam)
     assert torch.allclose(flat(-out["loss"].sum()), g_cls + g_u, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_bernoulli_likelihood_matches_float64_for_low_precision_logits(dtype):
+    """The fused path (M2 under bf16 autocast on the CPU): value and gradient as the float64
+    BCE of the same (rounded) logits, with ``x`` broadcast over a label axis as in U(x); the
+    gradient in the logits' dtype."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(2, 3, 5, 784, generator=g) * 6).to(dtype).requires_grad_()
+    x = (torch.rand(2, 3, 1, 784, generator=g) < 0.3).float()
+    w = torch.randn(2, 3, 5, generator=g)
+    value = K.bernoulli_log_likelihood(logits, x, fused=True)
+    (grad,) = torch.autograd.grad((value * w).sum(), logits)
+    l64 = logits.detach().double().requires_grad_()
+    ref = -F.binary_cross_entropy_with_logits(l64, x.double().expand_as(l64), reduction="none").sum(-1)
+    (ref_grad,) = torch.autograd.grad((ref * w.double()).sum(), l64)
+    assert value.dtype == torch.float32 and grad.dtype == dtype
+    torch.testing.assert_close(value.double(), ref, rtol=1e-6, atol=1e-3)
+    torch.testing.assert_close(grad.double(), ref_grad.to(dtype).double(), rtol=0, atol=0.02)
+    # the plain path gives the same numbers to float32 rounding
+    plain = K.bernoulli_log_likelihood(logits.detach(), x)
+    torch.testing.assert_close(value.detach(), plain, rtol=1e-6, atol=1e-3)
+
+
+def test_fused_bernoulli_likelihood_only_replaces_low_precision_cpu_logits():
+    """float32 logits (M1, the float32 profiles) and the default (07's VAE) keep the BCE path,
+    bit for bit."""
+    g = torch.Generator().manual_seed(1)
+    logits, x = torch.randn(4, 784, generator=g), (torch.rand(4, 784, generator=g) < 0.5).float()
+    expect = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    assert torch.equal(K.bernoulli_log_likelihood(logits, x, fused=True), expect)
+    lb = logits.bfloat16()
+    expect_b = -F.binary_cross_entropy_with_logits(lb.float(), x, reduction="none").sum(-1)
+    assert torch.equal(K.bernoulli_log_likelihood(lb, x), expect_b)
+
+
+def test_m2_objective_in_bf16_agrees_with_the_plain_likelihood(monkeypatch):
+    """M2's bf16 objective through the fused likelihood vs the same objective with the plain
+    path: same loss and parameter gradients to bf16 rounding."""
+    torch.manual_seed(0)
+    m = small_m2(seeds=(0,))
+    g = torch.Generator().manual_seed(2)
+    xl, xu = (torch.rand(1, 6, 12, generator=g) < 0.4).float(), (torch.rand(1, 8, 12, generator=g) < 0.4).float()
+    yl = torch.randint(0, 5, (1, 6), generator=g)
+    objective = K.step_objective(m, 6, 100, 5.0, amp=True)
+    out = []
+    for fused in (True, False):
+        if not fused:
+            plain = K.bernoulli_log_likelihood
+            monkeypatch.setattr(K, "bernoulli_log_likelihood", lambda l, x, fused=False: plain(l, x))
+        torch.manual_seed(3)
+        loss = objective(xl, yl, xu)["loss"].sum()
+        out.append((loss.detach(), torch.autograd.grad(loss, list(m.parameters()))))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-3, atol=1e-3)
+    for a, b in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(a, b, rtol=0.05, atol=1e-3)
