@@ -95,9 +95,10 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor, fused: bool 
     instead of upcast + ``binary_cross_entropy_with_logits``, whose CPU forward is bound by a
     scalar ``log_sigmoid`` (22 % of an M2 step in bf16). The whole M2 step with this: 1.07x at
     02's cpu shape (5 stacked runs of 100 + 100), 1.16x at the paper's 1 + 499 (paired, 7 and 5
-    rounds, separate processes, AMD EPYC with AVX-512 BF16, 2 threads). Same formula in float32, ``log(1 + u)`` for
-    ``log1p(u)`` (``u = e^-|l| <= 1``): the sums agree to ~1e-5 nats. Off by default so that the
-    models rendered with the plain path (07's VAE) keep their numbers; M2 uses it."""
+    rounds, separate processes, AMD EPYC with AVX-512 BF16, 2 threads). Same formula in
+    float32, ``log(1 + u)`` for ``log1p(u)`` (``u = e^-|l| <= 1``): the sums agree to ~1e-5
+    nats. Off by default so that the models rendered with the plain path (07's VAE) keep their
+    numbers; M2 uses it."""
     if fused and logits.dtype in (torch.bfloat16, torch.float16) and not logits.is_cuda \
             and not x.requires_grad:
         return _BernoulliLogLikelihood.apply(logits, x)
