@@ -66,16 +66,21 @@ def gaussian_log_density(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar)).sum(-1)
 
 
+def _softplus_vectorised(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + e^x)`` as ``max(x, 0) + log(1 + e^-|x|)`` with the vectorised ``exp`` and
+    ``log`` (the gradient is the caller's: :func:`softplus`, :func:`bernoulli_log_likelihood`)."""
+    return x.abs().neg_().exp_().add_(1.0).log_().add_(x.clamp_min(0))
+
+
 class _BernoulliLogLikelihood(torch.autograd.Function):
     """``sum_d x_d l_d - softplus(l_d)`` of bf16 / fp16 logits ``l``, computed in float32 with
-    vectorised ``exp`` / ``log`` (as :func:`softplus`); gradient ``x - sigmoid(l)``, handed back in
-    the logits' dtype. ``x`` (no gradient) may broadcast against ``l``."""
+    :func:`_softplus_vectorised` (as :func:`softplus`); gradient ``x - sigmoid(l)``, handed back
+    in the logits' dtype. ``x`` (no gradient) may broadcast against ``l``."""
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         lf = logits.float()
-        nll = lf.abs().neg_().exp_().add_(1.0).log_()          # log(1 + e^-|l|)
-        nll.add_(lf.clamp_min(0)).sub_(x * lf)                  # softplus(l) - x l
+        nll = _softplus_vectorised(lf).sub_(x * lf)             # softplus(l) - x l
         ctx.save_for_backward(lf, x)
         ctx.in_dtype = logits.dtype
         return nll.sum(-1).neg_()
@@ -124,12 +129,12 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 class _Softplus(torch.autograd.Function):
-    """``log(1 + e^x)`` as ``max(x, 0) + log(1 + e^-|x|)``, gradient ``sigmoid(x)``."""
+    """``log(1 + e^x)`` (:func:`_softplus_vectorised`), gradient ``sigmoid(x)``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return x.abs().neg_().exp_().add_(1.0).log_().add_(x.clamp_min(0))
+        return _softplus_vectorised(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
