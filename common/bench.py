@@ -14,6 +14,7 @@ machine (:func:`common.runtime.resolve_amp`, :func:`common.runtime.memory_format
 emulated, hence slow, on CPUs without it, where every notebook stays float32).
 
     python -m common.bench [--rounds 5] [--only 05 07] [--threads N]
+    python -m common.bench --peer-shapes --threads 1   # Real NVP CIFAR size, M2 at 1 + 499
 """
 from __future__ import annotations
 
@@ -56,6 +57,33 @@ def _adam_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], amp: bo
     return step
 
 
+def _m2(dev: torch.device, z: int, hidden: tuple[int, ...], labelled: int, unlabelled: int
+        ) -> Callable[[bool, torch.memory_format], Step]:
+    """M2 (one run) on minibatches of ``labelled`` + ``unlabelled`` points, 02's objective."""
+    def build(amp: bool, fmt: torch.memory_format) -> Step:
+        m = kingma.M2(784, z, hidden, seeds=[0]).to(dev)
+        x = (torch.rand(1, labelled + unlabelled, 784, device=dev) < 0.2).float()
+        y = torch.randint(0, 10, (1, labelled), device=dev)
+        objective = kingma.step_objective(m, labelled, 49_900, 50.0, amp=amp)   # autocasts itself
+        return _adam_step(m, lambda: objective(x[:, :labelled], y, x[:, labelled:])["loss"].sum(), False, dev)
+    return build
+
+
+def _nvp(dev: torch.device, shape: tuple[int, int, int], model: dict, batch: int
+         ) -> Callable[[bool, torch.memory_format], Step]:
+    """Real NVP (``model``: scales, features, blocks) on ``batch`` images of ``shape``."""
+    def build(amp: bool, fmt: torch.memory_format) -> Step:
+        m = realnvp.RealNVP(shape, model["scales"], model["features"], model["blocks"], amp=amp)
+        m = m.to(dev, memory_format=fmt)
+        xb = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8, device=dev).contiguous(memory_format=fmt)
+
+        def loss() -> torch.Tensor:   # the model autocasts its s/t nets itself
+            logp, _ = realnvp._logp_unchecked(m, xb, realnvp.ALPHA, torch.rand(xb.shape, device=dev))
+            return -logp.mean()
+        return _adam_step(m, loss, False, dev)
+    return build
+
+
 def cases(dev: torch.device) -> list[Case]:
     """The main model of every notebook, at its cpu profile's sizes, on ``dev``."""
     c1, c2 = profiles.CONFIGS_01["cpu"], profiles.CONFIGS_02["cpu"]
@@ -67,29 +95,10 @@ def cases(dev: torch.device) -> list[Case]:
         x = (torch.rand(1, c1["batch"], 784, device=dev) < 0.2).float()
         return _adam_step(m, lambda: -m.elbo(x).mean(), amp, dev)
 
-    def m2(amp: bool, fmt: torch.memory_format) -> Step:
-        m = kingma.M2(784, c2["z"], c2["hidden"], seeds=[0]).to(dev)
-        x = (torch.rand(1, 200, 784, device=dev) < 0.2).float()
-        y = torch.randint(0, 10, (1, 100), device=dev)
-        objective = kingma.step_objective(m, 100, 49_900, 50.0, amp=amp)   # autocasts itself
-        return _adam_step(m, lambda: objective(x[:, :100], y, x[:, 100:])["loss"].sum(), False, dev)
-
     def da(amp: bool, fmt: torch.memory_format) -> Step:
         m = dae.DenoisingAutoencoder().to(dev)
         x = torch.rand(20, 784, device=dev)
         return _adam_step(m, lambda: m.cost(x, 0.3), amp, dev)
-
-    def nvp(amp: bool, fmt: torch.memory_format) -> Step:
-        mc = c5["mnist_model"]
-        m = realnvp.RealNVP((1, 28, 28), mc["scales"], mc["features"], mc["blocks"], amp=amp)
-        m = m.to(dev, memory_format=fmt)
-        xb = torch.randint(0, 256, (c5["mnist_batch"], 1, 28, 28), dtype=torch.uint8, device=dev)
-        xb = xb.contiguous(memory_format=fmt)
-
-        def loss() -> torch.Tensor:   # the model autocasts its s/t nets itself
-            logp, _ = realnvp._logp_unchecked(m, xb, realnvp.ALPHA, torch.rand(xb.shape, device=dev))
-            return -logp.mean()
-        return _adam_step(m, loss, False, dev)
 
     def cifar(tcfg: imbalanced_cifar.TrainConfig) -> Callable[[bool, torch.memory_format], Step]:
         def build(amp: bool, fmt: torch.memory_format) -> Step:
@@ -107,11 +116,12 @@ def cases(dev: torch.device) -> list[Case]:
 
     return [
         Case("01", f"M1 {c1['hidden']}, batch {c1['batch']}", c1["batch"], False, m1),
-        Case("02", f"M2 {c2['hidden']}, 100 labelled + 100 unlabelled", 200, False, m2, c2["amp"]),
+        Case("02", f"M2 {c2['hidden']}, 100 labelled + 100 unlabelled", 200, False,
+             _m2(dev, c2["z"], c2["hidden"], 100, 100), c2["amp"]),
         Case("04", "dA 784-500, batch 20", 20, False, da),
         Case("05", "Real NVP {scales} scales, {features} maps, {blocks} block(s)".format(**c5["mnist_model"])
              + f", batch {c5['mnist_batch']}", c5["mnist_batch"], True,
-             nvp, c5["amp"]),
+             _nvp(dev, (1, 28, 28), c5["mnist_model"], c5["mnist_batch"]), c5["amp"]),
         Case("06", f"{t6.arch} width {t6.width}, batch {t6.batch_size}", t6.batch_size, True,
              cifar(t6), t6.bf16),
         Case("07", f"DCGAN G+D ch {c7['ch']}, batch {c7['dcgan_batch']}", c7["dcgan_batch"], True,
@@ -119,6 +129,19 @@ def cases(dev: torch.device) -> list[Case]:
         Case("08", f"ResNet width {t8.width}, {t8.blocks} blocks, batch {t8.batch_size}", t8.batch_size,
              True, cifar(t8), t8.bf16),
     ]
+
+
+def peer_cases(dev: torch.device) -> list[Case]:
+    """The shapes of the public implementations' comparison (issue #27 of this repository):
+    Real NVP at the CIFAR size (05's ``full`` model, 19.6 M parameters, as chrischute/real-nvp's)
+    at batch 16 and 64, and M2 at the paper's 1 labelled + 499 unlabelled. Only ours is timed:
+    float32 NCHW (ours when the comparison was made) against the mode the notebooks pick here."""
+    cm, c2 = realnvp.CONFIGS["full"]["cifar_model"], profiles.CONFIGS_02["cpu"]
+    n = sum(p.numel() for p in realnvp.RealNVP((3, 32, 32), cm["scales"], cm["features"], cm["blocks"]).parameters())
+    name = "Real NVP CIFAR {scales} scale(s), {features} maps, {blocks} blocks".format(**cm) + f" ({n / 1e6:.1f} M parameters)"
+    return [Case("05", f"{name}, batch {b}", b, True, _nvp(dev, (3, 32, 32), cm, b), "auto") for b in (16, 64)] + [
+        Case("02", f"M2 {c2['hidden']}, 1 labelled + 499 unlabelled", 500, False, _m2(dev, c2["z"], c2["hidden"], 1, 499),
+             c2["amp"])]
 
 
 def paired_seconds(a: Step, b: Step, rounds: int, steps: int) -> tuple[list[float], list[float]]:
@@ -137,15 +160,17 @@ def paired_seconds(a: Step, b: Step, rounds: int, steps: int) -> tuple[list[floa
 
 
 def run(only: list[str] | None = None, rounds: int = 5, steps: int = 3,
-        device: str | None = None, log: Callable[[str], None] = print) -> list[dict[str, object]]:
-    """Time every case (or those of the notebooks in ``only``); print and return the rows."""
+        device: str | None = None, log: Callable[[str], None] = print, peer_shapes: bool = False
+        ) -> list[dict[str, object]]:
+    """Time every case (or those of the notebooks in ``only``; ``peer_shapes``: the cases of
+    :func:`peer_cases` instead); print and return the rows."""
     dev = runtime.get_device(device)
     info = runtime.cpu_info()
     log(f"device {runtime.device_name(dev)}; CPU {info['model']}; vector units "
         f"{', '.join(info['isa']) or 'none listed'}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; {rounds} paired rounds of {steps} steps")
     rows = []
-    for case in cases(dev):
+    for case in (peer_cases if peer_shapes else cases)(dev):
         if only and case.notebook not in only:
             continue
         fast_fmt = runtime.memory_format(True, dev) if case.conv else torch.contiguous_format
@@ -176,11 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NB", help="notebooks, e.g. 05 07")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--peer-shapes", action="store_true",
+                    help="the public implementations' comparison shapes (Real NVP CIFAR, M2 1 + 499)")
     a = ap.parse_args(argv)
     if a.rounds < 1 or a.steps < 1:
         ap.error("--rounds and --steps must be positive")
     runtime.set_threads(a.threads, runtime.get_device(a.device))
-    run(a.only, a.rounds, a.steps, a.device)
+    run(a.only, a.rounds, a.steps, a.device, peer_shapes=a.peer_shapes)
     return 0
 
 

@@ -30,3 +30,10 @@ def test_rows_report_rates_and_which_mode_the_profile_uses(monkeypatch):
                                                       "torch_capability": "AVX2", "onednn_max_isa": None})
     rows = bench.run(only=["05"], rounds=1, steps=1, log=lambda s: None)
     assert rows[0]["profile_uses"] == "float32" and rows[0]["fast_mode"] == "bf16"
+
+
+def test_peer_shapes_are_those_of_the_public_comparison():
+    cases = bench.peer_cases(torch.device("cpu"))
+    assert [(c.notebook, c.items) for c in cases] == [("05", 16), ("05", 64), ("02", 500)]
+    assert all("19.6 M parameters" in c.model for c in cases[:2])   # chrischute/real-nvp's size
+    assert "1 labelled + 499 unlabelled" in cases[2].model and not cases[2].conv
