@@ -187,8 +187,8 @@ def run(only: list[str] | None = None, rounds: int = 5, steps: int = 3,
                "fast_mode": "bf16" + (" + channels_last" if fast_fmt == torch.channels_last else ""),
                "profile_uses": "fast" if uses_fast else "float32"}
         rows.append(row)
-        log(f"{row['notebook']}  {row['model']:48s} float32 {row['float32_per_s']:9.0f}/s  "
-            f"{row['fast_mode']:22s} {row['fast_per_s']:9.0f}/s  x{row['ratio']:.2f}  "
+        log(f"{row['notebook']}  {row['model']:48s} float32 {row['float32_per_s']:9.1f}/s  "
+            f"{row['fast_mode']:22s} {row['fast_per_s']:9.1f}/s  x{row['ratio']:.2f}  "
             f"cpu profile here: {row['profile_uses']}")
     return rows
 
