@@ -59,12 +59,13 @@ def _adam_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], amp: bo
 
 def _m2(dev: torch.device, z: int, hidden: tuple[int, ...], labelled: int, unlabelled: int
         ) -> Callable[[bool, torch.memory_format], Step]:
-    """M2 (one run) on minibatches of ``labelled`` + ``unlabelled`` points, 02's objective."""
+    """M2 (one run) on minibatches of ``labelled`` + ``unlabelled`` points, 02's objective (set
+    sizes of N = 100: they scale terms, not the work)."""
     def build(amp: bool, fmt: torch.memory_format) -> Step:
         m = kingma.M2(784, z, hidden, seeds=[0]).to(dev)
         x = (torch.rand(1, labelled + unlabelled, 784, device=dev) < 0.2).float()
         y = torch.randint(0, 10, (1, labelled), device=dev)
-        objective = kingma.step_objective(m, labelled, 49_900, 50.0, amp=amp)   # autocasts itself
+        objective = kingma.step_objective(m, 100, 49_900, 50.0, amp=amp)   # autocasts itself
         return _adam_step(m, lambda: objective(x[:, :labelled], y, x[:, labelled:])["loss"].sum(), False, dev)
     return build
 
