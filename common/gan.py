@@ -474,6 +474,24 @@ def walk_attribute(model: nn.Module, label: Callable[[torch.Tensor], torch.Tenso
     return {"images": x, "alphas": alphas.tolist(), "kept": kept.tolist(), "attribute": attr.tolist()}
 
 
+def exemplar_walk(model: nn.Module, label: Callable[[torch.Tensor], torch.Tensor],
+                  attribute: Callable[[torch.Tensor], torch.Tensor], z_pool: torch.Tensor,
+                  z_start: torch.Tensor, alphas: torch.Tensor) -> dict[str, Any]:
+    """Notebook 07's latent arithmetic in one call: the direction :func:`attribute_direction`
+    finds among the exemplars ``G(z_pool)`` (their ``attribute`` and ``label``), then
+    :func:`walk_attribute` along it from ``z_start``; returns the walk's dict."""
+    x_pool = generate(model, z_pool)
+    v = attribute_direction(z_pool, attribute(x_pool), label(x_pool))
+    return walk_attribute(model, label, z_start, v, alphas, attribute)
+
+
+def classifier_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Notebook 07's scale: the settings of its MNIST classifier
+    (:func:`common.gen_eval.cached_classifier`) for the profile entry ``cfg``."""
+    return dict(epochs=cfg["clf_epochs"], batch_size=cfg["clf_batch"], lr=cfg["clf_lr"], seed=0,
+                arch=dict(c1=16, c2=32, feat=128))
+
+
 # --------------------------------------------------------------------------- finished runs, kept
 History = GANHistory | VAEHistory
 
@@ -535,7 +553,7 @@ _runs_trained = 0   # runs kept_run trained (and saved) in this process
 
 __all__ = ["Generator", "Discriminator", "ConvVAE", "d_loss", "g_loss", "train_gan", "train_vae",
            "test_elbo", "generate", "sample_noise", "grad_norm", "kept_run", "run_key",
-           "history_state", "history_from_state", "CONFIGS"]
+           "history_state", "history_from_state", "exemplar_walk", "classifier_config", "CONFIGS"]
 
 
 # --------------------------------------------------------------------------- notebook 07's claims

@@ -241,6 +241,30 @@ def test_walk_attribute_counts_kept_digits_and_the_attribute():
     assert out["images"].shape == (8, 1, 28, 28)
 
 
+def test_exemplar_walk_is_the_direction_from_the_pool_then_the_walk():
+    """Same labels and attribute as the pieces called by hand: the attribute and the label
+    reach the right arguments (swapping them changes the direction)."""
+    torch.manual_seed(0)
+    G = gan.Generator(z_dim=6, ch=2).eval()
+    label = lambda x: (x.flatten(1).mean(1) * 40).long().clamp(0, 9)
+    ink = lambda x: x.flatten(1).mean(1)
+    z_pool = gan.sample_noise(400, 6, torch.Generator().manual_seed(1))
+    z_start, alphas = gan.sample_noise(20, 6, torch.Generator().manual_seed(2)), torch.tensor([0.0, 1.0])
+    x_pool = gan.generate(G, z_pool)
+    v = gan.attribute_direction(z_pool, ink(x_pool), label(x_pool))
+    by_hand = gan.walk_attribute(G, label, z_start, v, alphas, ink)
+    out = gan.exemplar_walk(G, label, ink, z_pool, z_start, alphas)
+    assert out["kept"] == by_hand["kept"] and out["attribute"] == by_hand["attribute"]
+    assert torch.equal(out["images"], by_hand["images"])
+
+
+def test_classifier_config_is_the_profile_s_classifier():
+    cfg = gan.CONFIGS["cpu"]
+    c = gan.classifier_config(cfg)
+    assert (c["epochs"], c["batch_size"], c["lr"]) == (cfg["clf_epochs"], cfg["clf_batch"], cfg["clf_lr"])
+    assert c["arch"] == {"c1": 16, "c2": 32, "feat": 128} and c["seed"] == 0
+
+
 def test_claim_checks_and_verdict_name_what_failed():
     from common import report
 

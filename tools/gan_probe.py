@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     amp, mf = runtime.resolve_amp(cfg["amp"], dev), runtime.memory_format(cfg["channels_last"], dev)
     x, y = data.load_mnist("train")
     xtr, ytr = gen_eval.as_images(x[: cfg["n_train"]]), y[: cfg["n_train"]]
-    clf_cfg = dict(epochs=cfg["clf_epochs"], batch_size=cfg["clf_batch"], lr=cfg["clf_lr"], seed=0,
-                   arch=dict(c1=16, c2=32, feat=128))          # 07's classifier (and its cache)
-    clf, _ = gen_eval.cached_classifier(xtr, ytr, clf_cfg, gen_eval.checkpoint_dir("07_vae_vs_gan", "cpu"))
+    clf, _ = gen_eval.cached_classifier(xtr, ytr, gan.classifier_config(cfg),   # 07's classifier and cache
+                                        gen_eval.checkpoint_dir("07_vae_vs_gan", "cpu"))
     predict = lambda xs: gen_eval.predict(clf, xs)
 
     torch.manual_seed(a.seed)
@@ -96,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure(model):
         xs = gan.generate(model, z)
-        x_pool = gan.generate(model, z_pool)
-        v = gan.attribute_direction(z_pool, gen_eval.ink(x_pool), predict(x_pool))
-        walk = gan.walk_attribute(model, predict, z_start, v, alphas, gen_eval.ink)
+        walk = gan.exemplar_walk(model, predict, gen_eval.ink, z_pool, z_start, alphas)
         return {"recognisable": round(gen_eval.confident_fraction(clf, xs), 3),
                 "coverage_kl": round(gen_eval.coverage_kl(gen_eval.class_histogram(predict(xs))), 4),
                 "kept_at_1": round(walk["kept"][alphas.tolist().index(1.0)], 3)}
